@@ -1,0 +1,71 @@
+//! `scanside evaluate`: a model's metrics on any labelled folder.
+//!
+//! The folder uses the same class-per-folder layout as training, with the
+//! model's own labels as folder names. Every image goes through the shared
+//! preprocessing and the model in tract, exactly as on the device; the
+//! decision uses the model's recorded threshold.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use scanside_shared::classifier::{Classifier, NOTICE};
+
+use crate::dataset::{Dataset, DatasetOptions, Skipped};
+use crate::metrics::Metrics;
+use crate::Result;
+
+/// The JSON `evaluate --json` prints.
+#[derive(Debug, Serialize)]
+pub struct Evaluation {
+    /// Research notice.
+    pub notice: &'static str,
+    /// Model id.
+    pub model_id: String,
+    /// Model file SHA-256.
+    pub model_sha256: String,
+    /// Metrics at the model's threshold (`n`, `accuracy`, …, `confusion`).
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Files skipped (unreadable), with reasons.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Evaluate `model` on the labelled folder `data`.
+pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
+    let classifier = Classifier::load(model)?;
+    let m = classifier.manifest();
+    let negative = m.labels.iter().find(|l| **l != m.positive_class).expect("two labels");
+    let mut opts = DatasetOptions::new(data);
+    opts.positive = m.positive_class.clone();
+    opts.negative = negative.clone();
+    let dataset = Dataset::load(&opts)?;
+    let results: Vec<Result<f32>> = dataset
+        .items
+        .par_iter()
+        .map(|item| Ok(classifier.classify_file(&item.path)?.probability))
+        .collect();
+    let mut probs = Vec::new();
+    let mut labels = Vec::new();
+    let mut skipped = dataset.skipped.clone();
+    for (item, r) in dataset.items.iter().zip(results) {
+        match r {
+            Ok(p) => {
+                probs.push(p);
+                labels.push(item.label);
+            }
+            Err(e) => skipped.push(Skipped {
+                path: item.path.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(Evaluation {
+        notice: NOTICE,
+        model_id: m.model_id.clone(),
+        model_sha256: classifier.sha256().to_string(),
+        metrics: Metrics::compute(&probs, &labels, m.threshold),
+        skipped,
+    })
+}

@@ -1,0 +1,155 @@
+//! One ONNX model out of backbone + pooling + head + softmax, verified.
+//!
+//! The exported graph takes the preprocessed tensor (see
+//! [`scanside_shared::preprocess`]) and returns class probabilities
+//! `[batch, 2]` in manifest label order. Feature standardisation is folded
+//! into the first dense layer, so the graph is exactly
+//! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten → (Gemm → Relu)* → Gemm → Softmax`.
+//! Before anything is written, [`verify`] runs the exported bytes in tract on
+//! every training image and compares with the in-memory pipeline.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use scanside_shared::classifier::Classifier;
+use scanside_shared::manifest::ModelManifest;
+use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
+
+use crate::backbone::Backbone;
+use crate::features::Pooling;
+use crate::head::TrainedHead;
+use crate::onnx_graph::{self, DimSpec, attr_int, attr_ints, f32_tensor, node, value_info};
+use crate::{Error, Result};
+
+/// Name of the exported graph's output.
+pub const OUTPUT_NAME: &str = "probabilities";
+
+/// Build the exported model's bytes.
+pub fn build(
+    backbone: &Backbone,
+    pooling: Pooling,
+    head: &TrainedHead,
+    manifest: &ModelManifest,
+) -> Result<Vec<u8>> {
+    let mut model = backbone.proto.clone();
+    let bm = &backbone.manifest;
+    let graph = onnx_graph::graph_mut(&mut model)?;
+    let s = i64::from(backbone.spec.size);
+    let batch = DimSpec::Free("batch".into());
+    let dims = match bm.layout {
+        Layout::Nhwc => [batch.clone(), DimSpec::Fixed(s), DimSpec::Fixed(s), DimSpec::Fixed(3)],
+        Layout::Nchw => [batch.clone(), DimSpec::Fixed(3), DimSpec::Fixed(s), DimSpec::Fixed(s)],
+    };
+    onnx_graph::set_input_dims(graph, &bm.input_name, &dims)?;
+
+    let mut features = bm.cut_at.clone();
+    if bm.feature_layout == Layout::Nhwc {
+        graph.node.push(node(
+            "Transpose",
+            "scanside/to_nchw",
+            &[&features],
+            &["scanside/features_nchw"],
+            vec![attr_ints("perm", &[0, 3, 1, 2])],
+        ));
+        features = "scanside/features_nchw".into();
+    }
+    graph.node.push(node("GlobalAveragePool", "scanside/avg_pool", &[&features], &["scanside/avg"], vec![]));
+    let pooled4d = match pooling {
+        Pooling::Avg => "scanside/avg",
+        Pooling::AvgMax => {
+            graph.node.push(node("GlobalMaxPool", "scanside/max_pool", &[&features], &["scanside/max"], vec![]));
+            graph.node.push(node(
+                "Concat",
+                "scanside/concat_pools",
+                &["scanside/avg", "scanside/max"],
+                &["scanside/pooled4d"],
+                vec![attr_int("axis", 1)],
+            ));
+            "scanside/pooled4d"
+        }
+    };
+    graph.node.push(node("Flatten", "scanside/flatten", &[pooled4d], &["scanside/pooled"], vec![attr_int("axis", 1)]));
+
+    let mut x = "scanside/pooled".to_string();
+    for (l, layer) in head.layers.iter().enumerate() {
+        let (mut w, mut b) = (layer.weight.clone(), layer.bias.clone());
+        if l == 0 {
+            // Fold standardisation: (x - m) * k · W + b = x · (k ⊙ W) + (b - (m ⊙ k) · W).
+            for j in 0..layer.inputs {
+                let (m, k) = (head.mean[j], head.inv_std[j]);
+                for o in 0..layer.outputs {
+                    let v = layer.weight[j * layer.outputs + o];
+                    w[j * layer.outputs + o] = v * k;
+                    b[o] -= m * k * v;
+                }
+            }
+        }
+        let (wn, bn, yn) = (format!("scanside/dense{l}/W"), format!("scanside/dense{l}/b"), format!("scanside/dense{l}"));
+        graph.initializer.push(f32_tensor(&wn, &[layer.inputs as i64, layer.outputs as i64], &w));
+        graph.initializer.push(f32_tensor(&bn, &[layer.outputs as i64], &b));
+        graph.node.push(node("Gemm", &yn, &[&x, &wn, &bn], &[&yn], vec![]));
+        x = yn;
+        if l + 1 < head.layers.len() {
+            let r = format!("scanside/relu{l}");
+            graph.node.push(node("Relu", &r, &[&x], &[&r], vec![]));
+            x = r;
+        }
+    }
+    graph.node.push(node("Softmax", "scanside/softmax", &[&x], &[OUTPUT_NAME], vec![attr_int("axis", 1)]));
+    graph.output = vec![value_info(OUTPUT_NAME, Some(&[batch, DimSpec::Fixed(2)]))];
+    graph.name = "scanside".into();
+    model.producer_name = "scanside".into();
+    model.producer_version = scanside_shared::SCANSIDE_VERSION.into();
+    onnx_graph::set_metadata(&mut model, manifest.to_props());
+    Ok(onnx_graph::encode(&model))
+}
+
+/// The result of checking an exported model against the in-memory pipeline.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Verification {
+    /// Images compared.
+    pub images: usize,
+    /// Largest |Δ probability| seen.
+    pub max_abs_diff: f32,
+    /// The file with the largest difference.
+    pub worst_file: Option<PathBuf>,
+}
+
+/// Run `bytes` in tract on every file and compare its tumour probability with
+/// `expected`; fail if any differs by more than `tolerance`.
+pub fn verify(
+    bytes: &[u8],
+    name: &Path,
+    files: &[PathBuf],
+    expected: &[f32],
+    tolerance: f32,
+    limits: &DecodeLimits,
+) -> Result<Verification> {
+    let classifier = Classifier::from_bytes(bytes, name)?;
+    let spec = classifier.manifest().preprocessing.clone();
+    let diffs: Vec<f32> = files
+        .par_iter()
+        .zip(expected)
+        .map(|(f, &e)| {
+            let input = preprocess_file(f, &spec, limits)?;
+            Ok((classifier.positive_probability(&input)? - e).abs())
+        })
+        .collect::<Result<_>>()?;
+    let (worst, max) = diffs
+        .iter()
+        .enumerate()
+        .fold((None, 0f32), |(wi, wm), (i, &d)| if d > wm || d.is_nan() { (Some(i), d) } else { (wi, wm) });
+    let v = Verification {
+        images: files.len(),
+        max_abs_diff: max,
+        worst_file: worst.map(|i| files[i].clone()),
+    };
+    if !(max <= tolerance) {
+        return Err(Error::Verification(format!(
+            "exported model differs from the in-memory pipeline by {max} (> {tolerance}) on {}",
+            v.worst_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(v)
+}

@@ -1,0 +1,234 @@
+//! Backbone features for every (image, view), cached on disk.
+//!
+//! Extraction is the slow part of training (one VGG16 pass per view), so its
+//! results are kept: one file per (image content, backbone weights,
+//! preprocessing, view) under the cache folder, written atomically. An
+//! interrupted run loses at most the images in flight, and a re-run with the
+//! same inputs extracts nothing. Work is spread over all cores, one tract plan
+//! shared by the workers, with a progress bar.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use scanside_shared::preprocess::{DecodeLimits, load_rgb, resize_rgb, tensor_from_rgb};
+
+use crate::augment;
+use crate::backbone::{Backbone, FeatureMap};
+use crate::dataset::Item;
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"SSF1";
+
+/// The on-disk feature cache.
+#[derive(Clone, Debug)]
+pub struct FeatureCache {
+    dir: PathBuf,
+}
+
+impl FeatureCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FeatureCache { dir: dir.into() }
+    }
+
+    /// The default cache folder: `$SCANSIDE_CACHE`, else
+    /// `$XDG_CACHE_HOME/scanside`, else `~/.cache/scanside`, else
+    /// `.scanside-cache`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("SCANSIDE_CACHE") {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(d).join("scanside");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(".cache").join("scanside");
+        }
+        PathBuf::from(".scanside-cache")
+    }
+
+    fn path(&self, backbone: &Backbone, item: &Item, view: usize) -> PathBuf {
+        let recipe = if view == 0 { "none" } else { augment::RECIPE };
+        let key = format!(
+            "{}|{}|{}|{}|{view}",
+            item.sha256,
+            backbone.manifest.weights_sha256,
+            backbone.spec.key(),
+            recipe
+        );
+        let name = scanside_shared::sha256_hex(key.as_bytes());
+        self.dir.join("features").join(&name[..2]).join(&name)
+    }
+
+    fn read(path: &Path) -> Option<FeatureMap> {
+        let bytes = std::fs::read(path).ok()?;
+        if bytes.len() < 16 || &bytes[..4] != MAGIC {
+            return None;
+        }
+        let dim = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+        let (channels, height, width) = (dim(4), dim(8), dim(12));
+        let n = channels * height * width;
+        if bytes.len() != 16 + 4 * n {
+            return None;
+        }
+        let data = bytes[16..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Some(FeatureMap {
+            channels,
+            height,
+            width,
+            data,
+        })
+    }
+
+    fn write(path: &Path, map: &FeatureMap) -> Result<()> {
+        let mut bytes = Vec::with_capacity(16 + 4 * map.data.len());
+        bytes.extend_from_slice(MAGIC);
+        for d in [map.channels, map.height, map.width] {
+            bytes.extend_from_slice(&(d as u32).to_le_bytes());
+        }
+        bytes.extend(map.data.iter().flat_map(|v| v.to_le_bytes()));
+        let dir = path.parent().expect("cache paths have a parent");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+        tmp.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    }
+}
+
+/// Features of every view of every item: `maps[item][view]`.
+pub struct Extracted {
+    /// Feature maps per item, per view.
+    pub maps: Vec<Vec<FeatureMap>>,
+    /// How many (item, view) pairs were computed (not read from the cache).
+    pub computed: usize,
+}
+
+/// Compute one view's feature map from the image file.
+pub fn compute_view(
+    backbone: &Backbone,
+    item: &Item,
+    view: usize,
+    limits: &DecodeLimits,
+) -> Result<FeatureMap> {
+    let rgb = resize_rgb(&load_rgb(&item.path, limits)?, &backbone.spec);
+    let input = tensor_from_rgb(&augment::view(&rgb, &item.sha256, view), &backbone.spec)?;
+    backbone.features(&input)
+}
+
+/// Get features for views `0..views` of every item, from the cache where
+/// possible, extracting the rest in parallel with a progress bar (hidden
+/// when `quiet`).
+pub fn extract_all(
+    backbone: &Backbone,
+    items: &[Item],
+    views: usize,
+    cache: &FeatureCache,
+    limits: &DecodeLimits,
+    quiet: bool,
+) -> Result<Extracted> {
+    let mut maps: Vec<Vec<Option<FeatureMap>>> = items
+        .iter()
+        .map(|item| {
+            (0..views)
+                .map(|v| FeatureCache::read(&cache.path(backbone, item, v)))
+                .collect()
+        })
+        .collect();
+    let missing: Vec<(usize, usize)> = maps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, vs)| {
+            vs.iter()
+                .enumerate()
+                .filter(|(_, m)| m.is_none())
+                .map(move |(v, _)| (i, v))
+        })
+        .collect();
+    let computed = missing.len();
+    if !missing.is_empty() {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(missing.len() as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "features {bar:40} {pos}/{len} views [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        let failed = AtomicBool::new(false);
+        let results: Vec<((usize, usize), Result<FeatureMap>)> = missing
+            .into_par_iter()
+            .map(|(i, v)| {
+                if failed.load(Ordering::Relaxed) {
+                    return ((i, v), Err(Error::Tract("stopped after an earlier error".into())));
+                }
+                let r = compute_view(backbone, &items[i], v, limits).and_then(|m| {
+                    FeatureCache::write(&cache.path(backbone, &items[i], v), &m)?;
+                    Ok(m)
+                });
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                bar.inc(1);
+                ((i, v), r)
+            })
+            .collect();
+        bar.finish_and_clear();
+        for ((i, v), r) in results {
+            maps[i][v] = Some(r.map_err(|e| match e {
+                Error::Shared(s) => Error::Shared(s),
+                other => Error::Tract(format!("{}: {other}", items[i].path.display())),
+            })?);
+        }
+    }
+    Ok(Extracted {
+        maps: maps
+            .into_iter()
+            .map(|vs| vs.into_iter().map(|m| m.expect("filled")).collect())
+            .collect(),
+        computed,
+    })
+}
+
+/// How a feature map becomes the head's input vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Global average pooling (one value per channel).
+    Avg,
+    /// Global average and global max pooling, concatenated.
+    AvgMax,
+}
+
+impl Pooling {
+    /// Pool a feature map.
+    pub fn apply(self, map: &FeatureMap) -> Vec<f32> {
+        let hw = map.height * map.width;
+        let planes = map.data.chunks_exact(hw);
+        let avg = planes.clone().map(|p| p.iter().sum::<f32>() / hw as f32);
+        match self {
+            Pooling::Avg => avg.collect(),
+            Pooling::AvgMax => avg
+                .chain(planes.map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max)))
+                .collect(),
+        }
+    }
+
+    /// Length of the pooled vector for `channels` channels.
+    pub fn width(self, channels: usize) -> usize {
+        match self {
+            Pooling::Avg => channels,
+            Pooling::AvgMax => 2 * channels,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The scanside host trainer.
+//!
+//! Turns a folder of labelled brain-MRI slices into one verified ONNX
+//! classifier, with an honest, out-of-fold estimate of how well it works.
+//! The pipeline, module by module:
+//!
+//! 1. [`backbone`]: import the frozen ImageNet VGG16 (cut, verify, pin).
+//! 2. [`dataset`] and [`dedup`]: read the class folders, skip bad files,
+//!    group near-duplicates.
+//! 3. [`augment`] and [`features`]: augmented views → backbone feature maps
+//!    with tract, cached on disk.
+//! 4. [`head`]: the dense head, trained with candle.
+//! 5. [`cv`] and [`metrics`]: stratified, duplicate-grouped k-fold; metrics,
+//!    thresholds, bootstrap intervals.
+//! 6. [`export`]: one ONNX graph (backbone + pooling + head + softmax) written
+//!    with tract's protobuf types ([`onnx_graph`]) and verified in tract.
+//! 7. [`train`] runs it all and writes the model, `cv.json` and
+//!    [`report`]; [`evaluate`] scores any model on any labelled folder.
+//!
+//! Image preprocessing and model loading are shared with the device through
+//! `scanside_shared`. scanside is research software, not a medical device.
+
+pub mod augment;
+pub mod backbone;
+pub mod cv;
+pub mod dataset;
+pub mod dedup;
+pub mod error;
+pub mod evaluate;
+pub mod export;
+pub mod features;
+pub mod head;
+pub mod metrics;
+pub mod onnx_graph;
+pub mod report;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,276 @@
+//! Binary classification metrics, thresholds and bootstrap intervals.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Counts of a 2×2 confusion matrix (positive = tumour).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    /// True positives.
+    pub tp: usize,
+    /// False positives.
+    pub fp: usize,
+    /// True negatives.
+    pub tn: usize,
+    /// False negatives.
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+}
+
+impl Confusion {
+    /// Count decisions `p >= threshold` against labels.
+    pub fn at(probs: &[f32], labels: &[u8], threshold: f32) -> Self {
+        let mut c = Confusion::default();
+        for (&p, &y) in probs.iter().zip(labels) {
+            match (p >= threshold, y == 1) {
+                (true, true) => c.tp += 1,
+                (true, false) => c.fp += 1,
+                (false, false) => c.tn += 1,
+                (false, true) => c.fn_ += 1,
+            }
+        }
+        c
+    }
+
+    fn ratio(a: usize, b: usize) -> f64 {
+        if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+    }
+
+    /// Number of cases.
+    pub fn n(&self) -> usize {
+        self.tp + self.fp + self.tn + self.fn_
+    }
+    /// (TP + TN) / N.
+    pub fn accuracy(&self) -> f64 {
+        Self::ratio(self.tp + self.tn, self.n())
+    }
+    /// TP / (TP + FN), recall of the tumour class.
+    pub fn sensitivity(&self) -> f64 {
+        Self::ratio(self.tp, self.tp + self.fn_)
+    }
+    /// TN / (TN + FP).
+    pub fn specificity(&self) -> f64 {
+        Self::ratio(self.tn, self.tn + self.fp)
+    }
+    /// TP / (TP + FP).
+    pub fn precision(&self) -> f64 {
+        Self::ratio(self.tp, self.tp + self.fp)
+    }
+    /// Harmonic mean of precision and sensitivity.
+    pub fn f1(&self) -> f64 {
+        Self::ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_)
+    }
+}
+
+/// Area under the ROC curve (Mann–Whitney, ties count half). NaN if a class
+/// is absent.
+pub fn auc(probs: &[f32], labels: &[u8]) -> f64 {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]));
+    // Average ranks over ties.
+    let mut ranks = vec![0f64; probs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && probs[idx[j + 1]] == probs[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            ranks[k] = r;
+        }
+        i = j + 1;
+    }
+    let pos = labels.iter().filter(|&&y| y == 1).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, y)| **y == 1).map(|(r, _)| r).sum();
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// The highest threshold whose sensitivity is at least `target`: the
+/// ⌈target·P⌉-th highest positive probability.
+pub fn threshold_for_sensitivity(probs: &[f32], labels: &[u8], target: f64) -> f32 {
+    let mut pos: Vec<f32> = probs
+        .iter()
+        .zip(labels)
+        .filter(|(_, y)| **y == 1)
+        .map(|(p, _)| *p)
+        .collect();
+    if pos.is_empty() {
+        return 0.5;
+    }
+    pos.sort_by(|a, b| b.total_cmp(a));
+    let k = ((target * pos.len() as f64).ceil() as usize).clamp(1, pos.len());
+    pos[k - 1]
+}
+
+/// The headline metrics of a set of predictions at one threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Number of cases.
+    pub n: usize,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Sensitivity (tumour recall).
+    pub sensitivity: f64,
+    /// Specificity.
+    pub specificity: f64,
+    /// Precision.
+    pub precision: f64,
+    /// F1.
+    pub f1: f64,
+    /// ROC AUC (threshold-free).
+    pub auc: f64,
+    /// The decision threshold on the tumour probability.
+    pub threshold: f32,
+    /// The confusion matrix.
+    pub confusion: Confusion,
+}
+
+impl Metrics {
+    /// Metrics of `probs` against `labels` at `threshold`.
+    pub fn compute(probs: &[f32], labels: &[u8], threshold: f32) -> Self {
+        let c = Confusion::at(probs, labels, threshold);
+        Metrics {
+            n: c.n(),
+            accuracy: c.accuracy(),
+            sensitivity: c.sensitivity(),
+            specificity: c.specificity(),
+            precision: c.precision(),
+            f1: c.f1(),
+            auc: auc(probs, labels),
+            threshold,
+            confusion: c,
+        }
+    }
+
+    /// The scalar metrics by name, for summaries.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("accuracy", self.accuracy),
+            ("sensitivity", self.sensitivity),
+            ("specificity", self.specificity),
+            ("precision", self.precision),
+            ("f1", self.f1),
+            ("auc", self.auc),
+        ]
+    }
+}
+
+/// Mean and (sample) standard deviation, ignoring NaN.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// 95 % percentile bootstrap intervals of every metric, resampling whole
+/// duplicate groups with replacement (`group[i]` of case `i`).
+pub fn bootstrap_ci(
+    probs: &[f32],
+    labels: &[u8],
+    group: &[usize],
+    threshold: f32,
+    resamples: usize,
+    seed: u64,
+) -> Vec<(&'static str, [f64; 2])> {
+    let n_groups = group.iter().max().map_or(0, |m| m + 1);
+    let mut members = vec![Vec::new(); n_groups];
+    for (i, &g) in group.iter().enumerate() {
+        members[g].push(i);
+    }
+    members.retain(|m| !m.is_empty());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); 6];
+    let (mut p, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..resamples {
+        p.clear();
+        y.clear();
+        for _ in 0..members.len() {
+            for &i in &members[rng.random_range(0..members.len())] {
+                p.push(probs[i]);
+                y.push(labels[i]);
+            }
+        }
+        for (k, (_, v)) in Metrics::compute(&p, &y, threshold).named().iter().enumerate() {
+            if !v.is_nan() {
+                samples[k].push(*v);
+            }
+        }
+    }
+    let names = Metrics::compute(probs, labels, threshold).named().map(|(n, _)| n);
+    names
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|(name, s)| {
+            s.sort_by(|a, b| a.total_cmp(b));
+            let q = |f: f64| {
+                if s.is_empty() {
+                    f64::NAN
+                } else {
+                    s[((s.len() - 1) as f64 * f).round() as usize]
+                }
+            };
+            (*name, [q(0.025), q(0.975)])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_and_rates() {
+        let p = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2];
+        let y = [1, 1, 1, 0, 0, 0];
+        let c = Confusion::at(&p, &y, 0.5);
+        assert_eq!(c, Confusion { tp: 2, fp: 1, tn: 2, fn_: 1 });
+        assert!((c.accuracy() - 4.0 / 6.0).abs() < 1e-12);
+        assert!((c.sensitivity() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((c.f1() - 4.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_matches_pair_counting() {
+        let p = [0.9, 0.8, 0.3, 0.6, 0.1, 0.3];
+        let y = [1, 1, 1, 0, 0, 0];
+        // Pairs (pos, neg): 9 in all; wins: 0.9 > all 3, 0.8 > all 3,
+        // 0.3 > 0.1, ties 0.3 = 0.3 (half): 3 + 3 + 1 + 0.5 = 7.5.
+        assert!((auc(&p, &y) - 7.5 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn threshold_reaches_the_target_sensitivity() {
+        let p = [0.9, 0.8, 0.7, 0.2, 0.6, 0.1];
+        let y = [1, 1, 1, 1, 0, 0];
+        let t = threshold_for_sensitivity(&p, &y, 0.75);
+        assert_eq!(t, 0.7);
+        assert!(Confusion::at(&p, &y, t).sensitivity() >= 0.75);
+        assert_eq!(threshold_for_sensitivity(&p, &y, 1.0), 0.2);
+    }
+
+    #[test]
+    fn bootstrap_interval_contains_the_estimate() {
+        let p: Vec<f32> = (0..40).map(|i| i as f32 / 40.0).collect();
+        let y: Vec<u8> = (0..40).map(|i| u8::from(i >= 18)).collect();
+        let g: Vec<usize> = (0..40).map(|i| i / 2).collect();
+        let ci = bootstrap_ci(&p, &y, &g, 0.5, 300, 1);
+        let acc = Metrics::compute(&p, &y, 0.5).accuracy;
+        let (_, [lo, hi]) = ci[0];
+        assert!(lo <= acc && acc <= hi, "{lo} {acc} {hi}");
+        assert!(hi - lo > 0.0);
+    }
+}

@@ -1,0 +1,476 @@
+//! `scanside train`: dataset → features → cross-validation → final fit →
+//! export → verification → report.
+//!
+//! The numbers this writes come only from images a model never saw: every
+//! metric is out-of-fold, from stratified k-fold repeated with different
+//! seeds, where near-duplicate groups never straddle folds and the augmented
+//! views of an image stay in its fold. The operating threshold is the
+//! highest one that reaches the target sensitivity on out-of-fold
+//! predictions; per-fold figures use a threshold chosen on the *other* folds
+//! of the same repeat, so even the threshold is not fitted to the fold it
+//! scores.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use scanside_shared::manifest::{BackboneInfo, MANIFEST_FORMAT_VERSION, ModelManifest};
+
+use crate::backbone::{Backbone, write_atomically};
+use crate::dataset::{Dataset, DatasetOptions, Skipped};
+use crate::features::{FeatureCache, extract_all};
+use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
+use crate::metrics::{Confusion, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity};
+use crate::{Error, Result, cv, dedup, export, report};
+
+/// Everything `train` needs to know.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// The labelled dataset.
+    pub data: DatasetOptions,
+    /// The imported backbone file.
+    pub backbone: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Feature cache.
+    pub cache: FeatureCache,
+    /// Square input size.
+    pub size: u32,
+    /// Augmented views per training image (in addition to the original).
+    pub augmented_views: usize,
+    /// Head architecture and recipe.
+    pub head: HeadConfig,
+    /// Folds per repeat.
+    pub folds: usize,
+    /// Repeats of k-fold with different seeds.
+    pub repeats: usize,
+    /// Sensitivity the operating threshold must reach.
+    pub target_sensitivity: f64,
+    /// Perceptual-hash distance that links near-duplicates.
+    pub dedup_distance: u32,
+    /// Bootstrap resamples for intervals.
+    pub bootstrap: usize,
+    /// Tolerance of the export verification.
+    pub verify_tolerance: f32,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+impl TrainOptions {
+    /// Defaults for a dataset, backbone and output folder.
+    pub fn new(data: impl Into<PathBuf>, backbone: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        TrainOptions {
+            data: DatasetOptions::new(data),
+            backbone: backbone.into(),
+            out: out.into(),
+            cache: FeatureCache::new(FeatureCache::default_dir()),
+            size: 224,
+            augmented_views: 2,
+            head: HeadConfig::default(),
+            folds: 5,
+            repeats: 3,
+            target_sensitivity: 0.97,
+            dedup_distance: dedup::DEFAULT_MAX_DISTANCE,
+            bootstrap: 1000,
+            verify_tolerance: 1e-4,
+            quiet: false,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.folds < 2 {
+            return bad(format!("--folds must be at least 2, got {}", self.folds));
+        }
+        if self.repeats == 0 {
+            return bad("--repeats must be at least 1".into());
+        }
+        if !(32..=1024).contains(&self.size) || self.size % 32 != 0 {
+            return bad(format!("--size must be a multiple of 32 in 32..=1024, got {}", self.size));
+        }
+        if !(0.0..=1.0).contains(&self.target_sensitivity) {
+            return bad(format!("--target-sensitivity must be in [0, 1], got {}", self.target_sensitivity));
+        }
+        Ok(())
+    }
+}
+
+/// One fold's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldResult {
+    /// Repeat index.
+    pub repeat: usize,
+    /// Fold index.
+    pub fold: usize,
+    /// Epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Metrics at the threshold chosen on the other folds of the repeat.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The cross-validation summary: the JSON `train --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct CvSummary {
+    /// Research notice.
+    pub notice: &'static str,
+    /// Images used.
+    pub n: usize,
+    /// Images per class, `[negative, positive]`.
+    pub class_counts: [usize; 2],
+    /// Files skipped.
+    pub skipped: usize,
+    /// Folds per repeat.
+    pub folds: usize,
+    /// Repeats.
+    pub repeats: usize,
+    /// Near-duplicate groups with more than one image.
+    pub duplicate_groups: usize,
+    /// Images in such groups.
+    pub images_in_duplicate_groups: usize,
+    /// Linked near-duplicate pairs.
+    pub near_duplicate_pairs: usize,
+    /// Target sensitivity of the operating threshold.
+    pub target_sensitivity: f64,
+    /// Operating threshold on the tumour probability (from all OOF predictions).
+    pub threshold: f32,
+    /// Mean over folds.
+    pub accuracy: f64,
+    /// Mean over folds.
+    pub sensitivity: f64,
+    /// Mean over folds.
+    pub specificity: f64,
+    /// Mean over folds.
+    pub precision: f64,
+    /// Mean over folds.
+    pub f1: f64,
+    /// Mean over folds.
+    pub auc: f64,
+    /// Standard deviations over folds.
+    pub std: std::collections::BTreeMap<String, f64>,
+    /// 95 % bootstrap intervals (groups resampled), `accuracy_ci` etc.
+    #[serde(flatten)]
+    pub ci: std::collections::BTreeMap<String, [f64; 2]>,
+    /// Confusion of the repeat-averaged OOF probabilities at `threshold`.
+    pub confusion: Confusion,
+    /// Mean metrics at the plain 0.5 (argmax) decision.
+    pub at_half: std::collections::BTreeMap<String, f64>,
+    /// Every fold.
+    pub per_fold: Vec<FoldResult>,
+}
+
+/// Wall time and peak memory of one stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageTiming {
+    /// Stage name.
+    pub stage: &'static str,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Peak resident memory of the process so far, MiB (Linux; 0 elsewhere).
+    pub peak_rss_mib: f64,
+}
+
+/// What a finished run produced.
+pub struct TrainOutcome {
+    /// The cross-validation summary.
+    pub summary: CvSummary,
+    /// The exported model's manifest.
+    pub manifest: ModelManifest,
+    /// Path of the model file.
+    pub model_path: PathBuf,
+    /// Export verification.
+    pub verification: export::Verification,
+    /// Stage timings.
+    pub timings: Vec<StageTiming>,
+    /// Skipped files.
+    pub skipped: Vec<Skipped>,
+    /// The final head (loss history for the report).
+    pub head: TrainedHead,
+    /// Out-of-fold probability per image, averaged over repeats.
+    pub oof: Vec<f32>,
+    /// How many views were extracted (not cached).
+    pub views_computed: usize,
+}
+
+/// Peak RSS of this process in MiB, from `/proc/self/status` (0 if unknown).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct Stopwatch {
+    timings: Vec<StageTiming>,
+    at: Instant,
+}
+
+impl Stopwatch {
+    fn lap(&mut self, stage: &'static str) {
+        self.timings.push(StageTiming {
+            stage,
+            seconds: self.at.elapsed().as_secs_f64(),
+            peak_rss_mib: peak_rss_mib(),
+        });
+        self.at = Instant::now();
+    }
+}
+
+/// Pooled rows for the given items and views.
+fn samples(pooled: &[Vec<Vec<f32>>], labels: &[u8], group: &[usize], items: &[usize], views: usize) -> Samples {
+    let mut s = Samples::default();
+    for &i in items {
+        for (v, row) in pooled[i].iter().take(views).enumerate() {
+            s.push(row, labels[i], group[i], v == 0);
+        }
+    }
+    s
+}
+
+fn flat(pooled: &[Vec<Vec<f32>>], items: &[usize]) -> Vec<f32> {
+    items.iter().flat_map(|&i| pooled[i][0].iter().copied()).collect()
+}
+
+/// Run the whole training job.
+pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
+    opts.validate()?;
+    let limits = opts.data.limits;
+    let mut watch = Stopwatch {
+        timings: Vec::new(),
+        at: Instant::now(),
+    };
+    let backbone = Backbone::load(&opts.backbone, opts.size)?;
+    watch.lap("load backbone");
+
+    let dataset = Dataset::load(&opts.data)?;
+    for s in &dataset.skipped {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+    let labels: Vec<u8> = dataset.items.iter().map(|i| i.label).collect();
+    let groups = dedup::group(&dataset.items, opts.dedup_distance);
+    let min_class = *dataset.class_counts().iter().min().expect("two classes");
+    if min_class < opts.folds {
+        return Err(Error::Dataset {
+            path: dataset.root.clone(),
+            reason: format!("{min_class} images in the smaller class: too few for {} folds", opts.folds),
+        });
+    }
+    watch.lap("scan + deduplicate");
+
+    let views = 1 + opts.augmented_views;
+    let extracted = extract_all(&backbone, &dataset.items, views, &opts.cache, &limits, opts.quiet)?;
+    let pooling = opts.head.pooling;
+    let pooled: Vec<Vec<Vec<f32>>> = extracted
+        .maps
+        .iter()
+        .map(|vs| vs.iter().map(|m| pooling.apply(m)).collect())
+        .collect();
+    watch.lap("features");
+
+    let group = &groups.of_item;
+    let n = dataset.items.len();
+    let jobs: Vec<(usize, usize)> = (0..opts.repeats).flat_map(|r| (0..opts.folds).map(move |f| (r, f))).collect();
+    let fold_of: Vec<Vec<usize>> = (0..opts.repeats)
+        .map(|r| cv::assign_folds(&labels, group, opts.folds, opts.head.seed + 1000 * r as u64))
+        .collect();
+    let fits: Vec<(usize, usize, usize, Vec<usize>, Vec<f32>)> = jobs
+        .par_iter()
+        .map(|&(r, f)| {
+            let train: Vec<usize> = (0..n).filter(|&i| fold_of[r][i] != f).collect();
+            let test: Vec<usize> = (0..n).filter(|&i| fold_of[r][i] == f).collect();
+            let cfg = HeadConfig {
+                seed: opts.head.seed + (r * opts.folds + f) as u64,
+                ..opts.head.clone()
+            };
+            let head = fit(&samples(&pooled, &labels, group, &train, views), &cfg, Stopping::EarlyOnValidation)?;
+            let p = head.predict(&flat(&pooled, &test))?;
+            Ok((r, f, head.best_epoch, test, p))
+        })
+        .collect::<Result<_>>()?;
+    let mut oof = vec![vec![f32::NAN; n]; opts.repeats];
+    for (r, _, _, test, p) in &fits {
+        for (&i, &v) in test.iter().zip(p) {
+            oof[*r][i] = v;
+        }
+    }
+    let mut per_fold = Vec::new();
+    let mut best_epochs = Vec::new();
+    for (r, f, best_epoch, test, p) in &fits {
+        let others: Vec<usize> = (0..n).filter(|&i| fold_of[*r][i] != *f).collect();
+        let t = threshold_for_sensitivity(
+            &others.iter().map(|&i| oof[*r][i]).collect::<Vec<_>>(),
+            &others.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+            opts.target_sensitivity,
+        );
+        let y: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
+        per_fold.push(FoldResult {
+            repeat: *r,
+            fold: *f,
+            best_epoch: *best_epoch,
+            metrics: Metrics::compute(p, &y, t),
+        });
+        best_epochs.push(*best_epoch);
+    }
+    let oof_mean: Vec<f32> = (0..n)
+        .map(|i| oof.iter().map(|r| r[i]).sum::<f32>() / opts.repeats as f32)
+        .collect();
+    let threshold = threshold_for_sensitivity(&oof_mean, &labels, opts.target_sensitivity);
+    let summary = summarise(opts, &dataset, &groups, &labels, &oof_mean, threshold, per_fold, fits.iter().map(|x| (x.0, x.3.clone(), x.4.clone())).collect());
+    watch.lap("cross-validation");
+
+    best_epochs.sort_unstable();
+    let final_epochs = best_epochs[best_epochs.len() / 2].max(1);
+    let all: Vec<usize> = (0..n).collect();
+    let head = fit(&samples(&pooled, &labels, group, &all, views), &opts.head, Stopping::FixedEpochs(final_epochs))?;
+    let in_memory = head.predict(&flat(&pooled, &all))?;
+    watch.lap("final fit");
+
+    let data_sha = dataset.content_sha256();
+    let head_json = serde_json::json!({
+        "config": opts.head,
+        "final_epochs": final_epochs,
+        "augmented_views": opts.augmented_views,
+        "augmentation": crate::augment::RECIPE,
+        "folds": opts.folds,
+        "repeats": opts.repeats,
+    });
+    let id_source = format!(
+        "{data_sha}|{}|{}|{}",
+        backbone.manifest.weights_sha256,
+        serde_json::to_string(&head.layers).expect("serialises"),
+        head_json
+    );
+    let manifest = ModelManifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        model_id: format!("scanside-{}", &scanside_shared::sha256_hex(id_source.as_bytes())[..12]),
+        scanside_version: scanside_shared::SCANSIDE_VERSION.into(),
+        input_name: backbone.manifest.input_name.clone(),
+        preprocessing: backbone.spec.clone(),
+        labels: dataset.labels.to_vec(),
+        positive_class: dataset.labels[1].clone(),
+        threshold,
+        training_data_sha256: data_sha,
+        backbone: BackboneInfo {
+            name: backbone.manifest.name.clone(),
+            weights_sha256: backbone.manifest.weights_sha256.clone(),
+            cut_at: backbone.manifest.cut_at.clone(),
+        },
+        head: head_json,
+        cv_metrics: headline(&summary),
+        extra: Default::default(),
+    };
+    let bytes = export::build(&backbone, pooling, &head, &manifest)?;
+    watch.lap("export");
+
+    let model_path = opts.out.join("model.onnx");
+    let files: Vec<PathBuf> = dataset.items.iter().map(|i| i.path.clone()).collect();
+    let verification = export::verify(&bytes, &model_path, &files, &in_memory, opts.verify_tolerance, &limits)?;
+    watch.lap("verify export in tract");
+
+    write_atomically(&model_path, &bytes)?;
+    let outcome = TrainOutcome {
+        summary,
+        manifest,
+        model_path,
+        verification,
+        timings: watch.timings,
+        skipped: dataset.skipped.clone(),
+        head,
+        oof: oof_mean,
+        views_computed: extracted.computed,
+    };
+    let summary_json = serde_json::to_vec_pretty(&outcome.summary).expect("serialises");
+    write_atomically(&opts.out.join("cv.json"), &summary_json)?;
+    write_atomically(
+        &opts.out.join("report.md"),
+        report::markdown(&outcome, &dataset, &groups, opts).as_bytes(),
+    )?;
+    Ok(outcome)
+}
+
+/// The headline numbers stored in the model's metadata.
+pub fn headline(s: &CvSummary) -> serde_json::Value {
+    serde_json::json!({
+        "n": s.n,
+        "folds": s.folds,
+        "repeats": s.repeats,
+        "duplicate_groups": s.duplicate_groups,
+        "accuracy": s.accuracy,
+        "sensitivity": s.sensitivity,
+        "specificity": s.specificity,
+        "auc": s.auc,
+        "accuracy_ci": s.ci.get("accuracy_ci"),
+        "auc_ci": s.ci.get("auc_ci"),
+        "threshold": s.threshold,
+        "target_sensitivity": s.target_sensitivity,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarise(
+    opts: &TrainOptions,
+    dataset: &Dataset,
+    groups: &dedup::Groups,
+    labels: &[u8],
+    oof_mean: &[f32],
+    threshold: f32,
+    per_fold: Vec<FoldResult>,
+    fold_predictions: Vec<(usize, Vec<usize>, Vec<f32>)>,
+) -> CvSummary {
+    let metric = |name: &str, m: &Metrics| m.named().iter().find(|(k, _)| *k == name).map(|(_, v)| *v).unwrap();
+    let names = ["accuracy", "sensitivity", "specificity", "precision", "f1", "auc"];
+    let mut means = std::collections::BTreeMap::new();
+    let mut std = std::collections::BTreeMap::new();
+    for name in names {
+        let values: Vec<f64> = per_fold.iter().map(|f| metric(name, &f.metrics)).collect();
+        let (m, s) = mean_std(&values);
+        means.insert(name, m);
+        std.insert(name.to_string(), s);
+    }
+    let mut at_half = std::collections::BTreeMap::new();
+    for name in names {
+        let values: Vec<f64> = fold_predictions
+            .iter()
+            .map(|(_, test, p)| {
+                let y: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
+                metric(name, &Metrics::compute(p, &y, 0.5))
+            })
+            .collect();
+        at_half.insert(name.to_string(), mean_std(&values).0);
+    }
+    let ci = bootstrap_ci(oof_mean, labels, &groups.of_item, threshold, opts.bootstrap, opts.head.seed)
+        .into_iter()
+        .map(|(k, v)| (format!("{k}_ci"), v))
+        .collect();
+    let multi = groups.multi_member();
+    CvSummary {
+        notice: scanside_shared::classifier::NOTICE,
+        n: dataset.items.len(),
+        class_counts: dataset.class_counts(),
+        skipped: dataset.skipped.len(),
+        folds: opts.folds,
+        repeats: opts.repeats,
+        duplicate_groups: multi.len(),
+        images_in_duplicate_groups: multi.iter().map(Vec::len).sum(),
+        near_duplicate_pairs: groups.pairs.len(),
+        target_sensitivity: opts.target_sensitivity,
+        threshold,
+        accuracy: means["accuracy"],
+        sensitivity: means["sensitivity"],
+        specificity: means["specificity"],
+        precision: means["precision"],
+        f1: means["f1"],
+        auc: means["auc"],
+        std,
+        ci,
+        confusion: Confusion::at(oof_mean, labels, threshold),
+        at_half,
+        per_fold,
+    }
+}

@@ -1,0 +1,250 @@
+//! Loading a scanside model in tract and classifying scans with it.
+//!
+//! [`Classifier::load`] reads the ONNX file once, checks its manifest, fixes
+//! the input to a batch of one at the manifest's size and optimises the graph:
+//! every later scan only runs the plan. [`classify_files`] prints the result
+//! lines that both `scanside classify` and `scanside-device classify` emit, so
+//! the two binaries cannot drift apart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::manifest::ModelManifest;
+use crate::preprocess::{DecodeLimits, InputTensor, preprocess_bytes};
+use crate::{Error, Result};
+
+/// Every result says this: scanside is research software.
+pub const NOTICE: &str = "research use only; not a medical device, not a diagnosis";
+
+/// A model loaded, verified against its manifest and optimised for batch 1.
+pub struct Classifier {
+    plan: Arc<TypedRunnableModel>,
+    manifest: ModelManifest,
+    sha256: String,
+    path: PathBuf,
+    limits: DecodeLimits,
+}
+
+/// The verdict on one scan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    /// Positive-class ("tumour") probability.
+    pub probability: f32,
+    /// The label at the model's threshold.
+    pub label: String,
+}
+
+/// Parse ONNX bytes into tract's protobuf model, naming the file on failure.
+pub fn parse_onnx(bytes: &[u8], path: &Path) -> Result<tract_onnx::pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            reason: format!("not a readable ONNX file: {e}"),
+        })
+}
+
+/// The scanside manifest stored in a parsed model's metadata.
+pub fn manifest_of(proto: &tract_onnx::pb::ModelProto) -> Result<ModelManifest> {
+    ModelManifest::from_props(
+        proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str())),
+    )
+}
+
+impl Classifier {
+    /// Load a model file: parse, read the manifest, optimise for batch 1.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Load a model already in memory; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let model_err = |reason: String| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let proto = parse_onnx(bytes, path)?;
+        let manifest = manifest_of(&proto).map_err(|e| model_err(e.to_string()))?;
+        let shape = manifest.preprocessing.input_shape(1);
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| model_err(format!("tract cannot run it at input {shape:?}: {e:#}")))?;
+        let classifier = Classifier {
+            plan,
+            manifest,
+            sha256: crate::sha256_hex(bytes),
+            path: path.to_path_buf(),
+            limits: DecodeLimits::default(),
+        };
+        classifier.check_output_shape()?;
+        Ok(classifier)
+    }
+
+    fn check_output_shape(&self) -> Result<()> {
+        let fact = self
+            .plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| Error::Model {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        let dims: Vec<_> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+        if dims != [Some(1), Some(self.manifest.labels.len() as i64)] {
+            return Err(Error::Model {
+                path: self.path.clone(),
+                reason: format!(
+                    "output shape is {:?}, expected [1, {}] class probabilities",
+                    fact.shape,
+                    self.manifest.labels.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The model's manifest.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the model file.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Replace the decode limits (defaults: [`DecodeLimits::default`]).
+    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Class probabilities (softmax output) for one preprocessed input.
+    pub fn probabilities(&self, input: &InputTensor) -> Result<Vec<f32>> {
+        let tensor = Tensor::from_shape(&input.shape, &input.data)
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Positive-class probability for one preprocessed input.
+    pub fn positive_probability(&self, input: &InputTensor) -> Result<f32> {
+        Ok(self.probabilities(input)?[self.manifest.positive_index()])
+    }
+
+    /// Decode, preprocess and classify image bytes; `origin` names them.
+    pub fn classify_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Classification> {
+        let input = preprocess_bytes(bytes, origin, &self.manifest.preprocessing, &self.limits)?;
+        let probability = self.positive_probability(&input)?;
+        Ok(Classification {
+            probability,
+            label: self.manifest.label_for(probability).to_string(),
+        })
+    }
+
+    /// Read, preprocess and classify one file.
+    pub fn classify_file(&self, path: &Path) -> Result<Classification> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.classify_bytes(&bytes, path)
+    }
+}
+
+/// One line of `classify` output (JSON form).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ResultLine<'a> {
+    /// A scan that was classified.
+    Classified {
+        /// The file as given.
+        file: String,
+        /// The label at the threshold.
+        label: &'a str,
+        /// Positive-class probability.
+        probability: f32,
+        /// The model's operating threshold.
+        threshold: f32,
+        /// The model's id.
+        model_id: &'a str,
+        /// SHA-256 of the model file.
+        model_sha256: &'a str,
+        /// [`NOTICE`].
+        notice: &'static str,
+    },
+    /// A scan that could not be classified.
+    Failed {
+        /// The file as given.
+        file: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Classify each file and write one line per file to `out`: JSON objects when
+/// `json`, else readable text. A file that fails gets an error line and the
+/// rest are still classified. Returns how many files failed.
+pub fn classify_files(
+    classifier: &Classifier,
+    files: &[PathBuf],
+    json: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<usize> {
+    let manifest = classifier.manifest();
+    let mut failures = 0;
+    for file in files {
+        let name = file.display().to_string();
+        let line = match classifier.classify_file(file) {
+            Ok(c) => ResultLine::Classified {
+                file: name,
+                label: manifest.label_for(c.probability),
+                probability: c.probability,
+                threshold: manifest.threshold,
+                model_id: &manifest.model_id,
+                model_sha256: classifier.sha256(),
+                notice: NOTICE,
+            },
+            Err(e) => {
+                failures += 1;
+                ResultLine::Failed {
+                    file: name,
+                    error: e.to_string(),
+                }
+            }
+        };
+        if json {
+            serde_json::to_writer(&mut *out, &line)?;
+            writeln!(out)?;
+        } else {
+            match &line {
+                ResultLine::Classified {
+                    file,
+                    label,
+                    probability,
+                    threshold,
+                    ..
+                } => writeln!(
+                    out,
+                    "{file}: {label} (p = {probability:.4}, threshold {threshold:.4}; {NOTICE})"
+                )?,
+                ResultLine::Failed { file: _, error } => writeln!(out, "error: {error}")?,
+            }
+        }
+    }
+    Ok(failures)
+}

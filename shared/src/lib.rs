@@ -1,0 +1,33 @@
+//! What the scanside host trainer and the device firmware share.
+//!
+//! Everything that must behave the same on both sides of the product lives
+//! here, so it exists exactly once:
+//!
+//! - [`preprocess`]: the one image path, decode → RGB → resize → normalise →
+//!   tensor. Host and device call the same function and get bit-identical
+//!   tensors for the same file.
+//! - [`manifest`]: the model manifest, the facts a model carries in its ONNX
+//!   `metadata_props` (preprocessing, labels, threshold, model id, …).
+//! - [`classifier`]: loading a scanside ONNX model in tract and classifying
+//!   scans, and the result lines both binaries print.
+//!
+//! This crate has no command line, no GPIO and no file watching: those belong
+//! to the binaries (`host/`, `device/`).
+//!
+//! scanside is research software, not a medical device.
+
+pub mod classifier;
+pub mod error;
+pub mod manifest;
+pub mod preprocess;
+
+pub use error::{Error, Result};
+
+/// The scanside version, recorded in every model and result.
+pub const SCANSIDE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
