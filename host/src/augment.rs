@@ -37,7 +37,8 @@ pub struct ViewParams {
 impl ViewParams {
     /// The parameters of view `view` (≥ 1) of the image with `sha256`.
     pub fn for_view(sha256: &str, view: usize) -> Self {
-        let seed_bytes = scanside_shared::sha256_hex(format!("{sha256}/{view}/{RECIPE}").as_bytes());
+        let seed_bytes =
+            scanside_shared::sha256_hex(format!("{sha256}/{view}/{RECIPE}").as_bytes());
         let seed = u64::from_str_radix(&seed_bytes[..16], 16).expect("hex");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         ViewParams {
@@ -100,7 +101,10 @@ mod tests {
         assert_eq!(view(&img, "abc", 0), img);
         assert_eq!(view(&img, "abc", 1), view(&img, "abc", 1));
         assert_ne!(view(&img, "abc", 1), view(&img, "abc", 2));
-        assert_ne!(ViewParams::for_view("abc", 1), ViewParams::for_view("abd", 1));
+        assert_ne!(
+            ViewParams::for_view("abc", 1),
+            ViewParams::for_view("abd", 1)
+        );
     }
 
     #[test]

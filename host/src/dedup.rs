@@ -62,13 +62,13 @@ pub fn group(items: &[Item], max_distance: u32) -> Groups {
     let mut id_of_root = vec![usize::MAX; n];
     let mut of_item = vec![0; n];
     let mut count = 0;
-    for i in 0..n {
+    for (i, slot) in of_item.iter_mut().enumerate() {
         let r = find(&mut parent, i);
         if id_of_root[r] == usize::MAX {
             id_of_root[r] = count;
             count += 1;
         }
-        of_item[i] = id_of_root[r];
+        *slot = id_of_root[r];
     }
     Groups {
         of_item,

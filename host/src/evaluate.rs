@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use scanside_shared::classifier::{Classifier, NOTICE};
 
+use crate::Result;
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
 use crate::metrics::Metrics;
-use crate::Result;
 
 /// The JSON `evaluate --json` prints.
 #[derive(Debug, Serialize)]
@@ -36,7 +36,11 @@ pub struct Evaluation {
 pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
     let classifier = Classifier::load(model)?;
     let m = classifier.manifest();
-    let negative = m.labels.iter().find(|l| **l != m.positive_class).expect("two labels");
+    let negative = m
+        .labels
+        .iter()
+        .find(|l| **l != m.positive_class)
+        .expect("two labels");
     let mut opts = DatasetOptions::new(data);
     opts.positive = m.positive_class.clone();
     opts.negative = negative.clone();

@@ -38,8 +38,18 @@ pub fn build(
     let s = i64::from(backbone.spec.size);
     let batch = DimSpec::Free("batch".into());
     let dims = match bm.layout {
-        Layout::Nhwc => [batch.clone(), DimSpec::Fixed(s), DimSpec::Fixed(s), DimSpec::Fixed(3)],
-        Layout::Nchw => [batch.clone(), DimSpec::Fixed(3), DimSpec::Fixed(s), DimSpec::Fixed(s)],
+        Layout::Nhwc => [
+            batch.clone(),
+            DimSpec::Fixed(s),
+            DimSpec::Fixed(s),
+            DimSpec::Fixed(3),
+        ],
+        Layout::Nchw => [
+            batch.clone(),
+            DimSpec::Fixed(3),
+            DimSpec::Fixed(s),
+            DimSpec::Fixed(s),
+        ],
     };
     onnx_graph::set_input_dims(graph, &bm.input_name, &dims)?;
 
@@ -54,11 +64,36 @@ pub fn build(
         ));
         features = "scanside/features_nchw".into();
     }
-    graph.node.push(node("GlobalAveragePool", "scanside/avg_pool", &[&features], &["scanside/avg"], vec![]));
+    let avg_pool = || {
+        node(
+            "GlobalAveragePool",
+            "scanside/avg_pool",
+            &[&features],
+            &["scanside/avg"],
+            vec![],
+        )
+    };
+    let max_pool = || {
+        node(
+            "GlobalMaxPool",
+            "scanside/max_pool",
+            &[&features],
+            &["scanside/max"],
+            vec![],
+        )
+    };
     let pooled4d = match pooling {
-        Pooling::Avg => "scanside/avg",
+        Pooling::Avg => {
+            graph.node.push(avg_pool());
+            "scanside/avg"
+        }
+        Pooling::Max => {
+            graph.node.push(max_pool());
+            "scanside/max"
+        }
         Pooling::AvgMax => {
-            graph.node.push(node("GlobalMaxPool", "scanside/max_pool", &[&features], &["scanside/max"], vec![]));
+            graph.node.push(avg_pool());
+            graph.node.push(max_pool());
             graph.node.push(node(
                 "Concat",
                 "scanside/concat_pools",
@@ -69,7 +104,13 @@ pub fn build(
             "scanside/pooled4d"
         }
     };
-    graph.node.push(node("Flatten", "scanside/flatten", &[pooled4d], &["scanside/pooled"], vec![attr_int("axis", 1)]));
+    graph.node.push(node(
+        "Flatten",
+        "scanside/flatten",
+        &[pooled4d],
+        &["scanside/pooled"],
+        vec![attr_int("axis", 1)],
+    ));
 
     let mut x = "scanside/pooled".to_string();
     for (l, layer) in head.layers.iter().enumerate() {
@@ -85,10 +126,22 @@ pub fn build(
                 }
             }
         }
-        let (wn, bn, yn) = (format!("scanside/dense{l}/W"), format!("scanside/dense{l}/b"), format!("scanside/dense{l}"));
-        graph.initializer.push(f32_tensor(&wn, &[layer.inputs as i64, layer.outputs as i64], &w));
-        graph.initializer.push(f32_tensor(&bn, &[layer.outputs as i64], &b));
-        graph.node.push(node("Gemm", &yn, &[&x, &wn, &bn], &[&yn], vec![]));
+        let (wn, bn, yn) = (
+            format!("scanside/dense{l}/W"),
+            format!("scanside/dense{l}/b"),
+            format!("scanside/dense{l}"),
+        );
+        graph.initializer.push(f32_tensor(
+            &wn,
+            &[layer.inputs as i64, layer.outputs as i64],
+            &w,
+        ));
+        graph
+            .initializer
+            .push(f32_tensor(&bn, &[layer.outputs as i64], &b));
+        graph
+            .node
+            .push(node("Gemm", &yn, &[&x, &wn, &bn], &[&yn], vec![]));
         x = yn;
         if l + 1 < head.layers.len() {
             let r = format!("scanside/relu{l}");
@@ -96,7 +149,13 @@ pub fn build(
             x = r;
         }
     }
-    graph.node.push(node("Softmax", "scanside/softmax", &[&x], &[OUTPUT_NAME], vec![attr_int("axis", 1)]));
+    graph.node.push(node(
+        "Softmax",
+        "scanside/softmax",
+        &[&x],
+        &[OUTPUT_NAME],
+        vec![attr_int("axis", 1)],
+    ));
     graph.output = vec![value_info(OUTPUT_NAME, Some(&[batch, DimSpec::Fixed(2)]))];
     graph.name = "scanside".into();
     model.producer_name = "scanside".into();
@@ -106,7 +165,7 @@ pub fn build(
 }
 
 /// The result of checking an exported model against the in-memory pipeline.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Verification {
     /// Images compared.
     pub images: usize,
@@ -139,16 +198,25 @@ pub fn verify(
     let (worst, max) = diffs
         .iter()
         .enumerate()
-        .fold((None, 0f32), |(wi, wm), (i, &d)| if d > wm || d.is_nan() { (Some(i), d) } else { (wi, wm) });
+        .fold((None, 0f32), |(wi, wm), (i, &d)| {
+            if d > wm || d.is_nan() {
+                (Some(i), d)
+            } else {
+                (wi, wm)
+            }
+        });
     let v = Verification {
         images: files.len(),
         max_abs_diff: max,
         worst_file: worst.map(|i| files[i].clone()),
     };
-    if !(max <= tolerance) {
+    if max.is_nan() || max > tolerance {
         return Err(Error::Verification(format!(
             "exported model differs from the in-memory pipeline by {max} (> {tolerance}) on {}",
-            v.worst_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            v.worst_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         )));
     }
     Ok(v)

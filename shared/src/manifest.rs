@@ -154,7 +154,9 @@ impl ModelManifest {
         }
         let threshold_text = get(K_THRESHOLD)?;
         let threshold: f32 = threshold_text.parse().map_err(|_| {
-            Error::Manifest(format!("key `{K_THRESHOLD}`: not a number: {threshold_text}"))
+            Error::Manifest(format!(
+                "key `{K_THRESHOLD}`: not a number: {threshold_text}"
+            ))
         })?;
         if !(0.0..=1.0).contains(&threshold) {
             return Err(Error::Manifest(format!(

