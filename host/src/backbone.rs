@@ -66,7 +66,7 @@ pub struct KnownSource {
     pub cut_at: &'static str,
     /// Weights SHA-256 of the cut graph (see `scripts/backbone_fingerprint.py`).
     pub weights_sha256: &'static str,
-    /// ImageNet fingerprints: bias[0] of the first and of the last convolution.
+    /// ImageNet fingerprints: `bias[0]` of the first and of the last convolution.
     pub first_conv_bias0: f32,
     /// See `first_conv_bias0`.
     pub last_conv_bias0: f32,

@@ -156,9 +156,9 @@ struct TrainArgs {
     /// Hidden layer widths, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = HeadConfig::default().hidden)]
     hidden: Vec<usize>,
-    /// Pooling of the feature map.
-    #[arg(long, value_enum, default_value = "avg")]
-    pooling: PoolingArg,
+    /// Pooling of the feature map [default: avg-max].
+    #[arg(long, value_enum)]
+    pooling: Option<PoolingArg>,
     /// Dropout after each hidden layer.
     #[arg(long, default_value_t = HeadConfig::default().dropout)]
     dropout: f32,
@@ -272,9 +272,10 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     opts.quiet = a.quiet;
     opts.head = HeadConfig {
         pooling: match a.pooling {
-            PoolingArg::Avg => Pooling::Avg,
-            PoolingArg::Max => Pooling::Max,
-            PoolingArg::AvgMax => Pooling::AvgMax,
+            None => HeadConfig::default().pooling,
+            Some(PoolingArg::Avg) => Pooling::Avg,
+            Some(PoolingArg::Max) => Pooling::Max,
+            Some(PoolingArg::AvgMax) => Pooling::AvgMax,
         },
         hidden: a.hidden,
         dropout: a.dropout,

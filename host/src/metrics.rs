@@ -157,18 +157,29 @@ impl Metrics {
         }
     }
 
-    /// The scalar metrics by name, for summaries.
+    /// The scalar metrics by name (in [`METRIC_NAMES`] order), for summaries.
     pub fn named(&self) -> [(&'static str, f64); 6] {
-        [
-            ("accuracy", self.accuracy),
-            ("sensitivity", self.sensitivity),
-            ("specificity", self.specificity),
-            ("precision", self.precision),
-            ("f1", self.f1),
-            ("auc", self.auc),
-        ]
+        let values = [
+            self.accuracy,
+            self.sensitivity,
+            self.specificity,
+            self.precision,
+            self.f1,
+            self.auc,
+        ];
+        std::array::from_fn(|k| (METRIC_NAMES[k], values[k]))
     }
 }
+
+/// Names of the scalar metrics, in the order every summary uses.
+pub const METRIC_NAMES: [&str; 6] = [
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "auc",
+];
 
 /// Mean and (sample) standard deviation, ignoring NaN.
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -187,11 +198,17 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// 95 % percentile bootstrap intervals of every metric, resampling whole
 /// duplicate groups with replacement (`group[i]` of case `i`).
+///
+/// `decisions[r][i]` is a score for case `i` in repeat `r` that means
+/// "positive" when ≥ 0.5 (a probability shifted by its own threshold), so
+/// each case can carry the threshold that was fitted without it. The
+/// threshold metrics of a resample are averaged over repeats; the AUC is
+/// computed on `probs` (e.g. repeat-averaged probabilities).
 pub fn bootstrap_ci(
+    decisions: &[Vec<f32>],
     probs: &[f32],
     labels: &[u8],
     group: &[usize],
-    threshold: f32,
     resamples: usize,
     seed: u64,
 ) -> Vec<(&'static str, [f64; 2])> {
@@ -203,30 +220,38 @@ pub fn bootstrap_ci(
     members.retain(|m| !m.is_empty());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut samples: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(resamples)).collect();
-    let (mut p, mut y) = (Vec::new(), Vec::new());
+    let mut idx = Vec::new();
     for _ in 0..resamples {
-        p.clear();
-        y.clear();
+        idx.clear();
         for _ in 0..members.len() {
-            for &i in &members[rng.random_range(0..members.len())] {
-                p.push(probs[i]);
-                y.push(labels[i]);
+            idx.extend_from_slice(&members[rng.random_range(0..members.len())]);
+        }
+        let y: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
+        let mut sums = [0f64; 6];
+        let mut counts = [0usize; 6];
+        for d in decisions {
+            let scores: Vec<f32> = idx.iter().map(|&i| d[i]).collect();
+            for (k, (_, v)) in Metrics::compute(&scores, &y, 0.5)
+                .named()
+                .iter()
+                .enumerate()
+                .take(5)
+            {
+                if !v.is_nan() {
+                    sums[k] += v;
+                    counts[k] += 1;
+                }
             }
         }
-        for (k, (_, v)) in Metrics::compute(&p, &y, threshold)
-            .named()
-            .iter()
-            .enumerate()
-        {
-            if !v.is_nan() {
-                samples[k].push(*v);
+        sums[5] = auc(&idx.iter().map(|&i| probs[i]).collect::<Vec<_>>(), &y);
+        counts[5] = usize::from(!sums[5].is_nan());
+        for k in 0..6 {
+            if counts[k] > 0 {
+                samples[k].push(sums[k] / counts[k] as f64);
             }
         }
     }
-    let names = Metrics::compute(probs, labels, threshold)
-        .named()
-        .map(|(n, _)| n);
-    names
+    METRIC_NAMES
         .iter()
         .zip(samples.iter_mut())
         .map(|(name, s)| {
@@ -290,7 +315,7 @@ mod tests {
         let p: Vec<f32> = (0..40).map(|i| i as f32 / 40.0).collect();
         let y: Vec<u8> = (0..40).map(|i| u8::from(i >= 18)).collect();
         let g: Vec<usize> = (0..40).map(|i| i / 2).collect();
-        let ci = bootstrap_ci(&p, &y, &g, 0.5, 300, 1);
+        let ci = bootstrap_ci(std::slice::from_ref(&p), &p, &y, &g, 300, 1);
         let acc = Metrics::compute(&p, &y, 0.5).accuracy;
         let (_, [lo, hi]) = ci[0];
         assert!(lo <= acc && acc <= hi, "{lo} {acc} {hi}");

@@ -23,7 +23,9 @@ use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
 use crate::features::{FeatureCache, extract_all};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
-use crate::metrics::{Confusion, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity};
+use crate::metrics::{
+    Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity,
+};
 use crate::{Error, Result, cv, dedup, export, report};
 
 /// Everything `train` needs to know.
@@ -164,7 +166,8 @@ pub struct CvSummary {
     pub auc: f64,
     /// Standard deviations over folds.
     pub std: std::collections::BTreeMap<String, f64>,
-    /// 95 % bootstrap intervals (groups resampled), `accuracy_ci` etc.
+    /// 95 % bootstrap intervals (groups resampled; per-fold thresholds;
+    /// AUC on repeat-averaged probabilities), `accuracy_ci` etc.
     #[serde(flatten)]
     pub ci: std::collections::BTreeMap<String, [f64; 2]>,
     /// Confusion of the repeat-averaged OOF probabilities at `threshold`.
@@ -392,6 +395,8 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
     }
     let mut per_fold = Vec::new();
     let mut best_epochs = Vec::new();
+    // Per repeat and item: probability shifted by the fold's own threshold.
+    let mut decisions = vec![vec![f32::NAN; n]; opts.repeats];
     for (r, f, best_epoch, test, p) in &fits {
         let others: Vec<usize> = (0..n).filter(|&i| fold_of[*r][i] != *f).collect();
         let t = threshold_for_sensitivity(
@@ -399,6 +404,9 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
             &others.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
             opts.target_sensitivity,
         );
+        for (&i, &v) in test.iter().zip(p) {
+            decisions[*r][i] = v - t + 0.5;
+        }
         let y: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
         per_fold.push(FoldResult {
             repeat: *r,
@@ -416,7 +424,9 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
         .iter()
         .map(|(_, _, _, test, p)| (test.iter().map(|&i| labels[i]).collect(), p.clone()))
         .collect();
-    let summary = summarise(opts, prep, &oof_mean, threshold, per_fold, &at_half);
+    let summary = summarise(
+        opts, prep, &decisions, &oof_mean, threshold, per_fold, &at_half,
+    );
     best_epochs.sort_unstable();
     Ok(CvResult {
         summary,
@@ -565,6 +575,7 @@ pub fn headline(s: &CvSummary) -> serde_json::Value {
 fn summarise(
     opts: &TrainOptions,
     prep: &Prepared,
+    decisions: &[Vec<f32>],
     oof_mean: &[f32],
     threshold: f32,
     per_fold: Vec<FoldResult>,
@@ -578,24 +589,16 @@ fn summarise(
             .map(|(_, v)| *v)
             .unwrap()
     };
-    let names = [
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "f1",
-        "auc",
-    ];
     let mut means = std::collections::BTreeMap::new();
     let mut std = std::collections::BTreeMap::new();
-    for name in names {
+    for name in METRIC_NAMES {
         let values: Vec<f64> = per_fold.iter().map(|f| metric(name, &f.metrics)).collect();
         let (m, s) = mean_std(&values);
         means.insert(name, m);
         std.insert(name.to_string(), s);
     }
     let mut at_half = std::collections::BTreeMap::new();
-    for name in names {
+    for name in METRIC_NAMES {
         let values: Vec<f64> = fold_predictions
             .iter()
             .map(|(y, p)| metric(name, &Metrics::compute(p, y, 0.5)))
@@ -603,10 +606,10 @@ fn summarise(
         at_half.insert(name.to_string(), mean_std(&values).0);
     }
     let ci = bootstrap_ci(
+        decisions,
         oof_mean,
         labels,
         &groups.of_item,
-        threshold,
         opts.bootstrap,
         opts.head.seed,
     )
