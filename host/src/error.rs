@@ -48,6 +48,9 @@ pub enum Error {
     /// The exported model does not reproduce the in-memory pipeline.
     #[error("export verification failed: {0}")]
     Verification(String),
+    /// The int8 model does not keep the f32 model's decisions.
+    #[error("int8 model refused: {0}")]
+    Quantization(String),
     /// An option has a value that cannot work.
     #[error("invalid option: {0}")]
     Config(String),

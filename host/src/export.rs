@@ -25,6 +25,9 @@ use crate::{Error, Result};
 /// Name of the exported graph's output.
 pub const OUTPUT_NAME: &str = "probabilities";
 
+/// Name of the pooled backbone features (the dense head's input) in the graph.
+pub const POOLED_NAME: &str = "scanside/pooled";
+
 /// Build the exported model's bytes.
 pub fn build(
     backbone: &Backbone,
@@ -108,11 +111,11 @@ pub fn build(
         "Flatten",
         "scanside/flatten",
         &[pooled4d],
-        &["scanside/pooled"],
+        &[POOLED_NAME],
         vec![attr_int("axis", 1)],
     ));
 
-    let mut x = "scanside/pooled".to_string();
+    let mut x = POOLED_NAME.to_string();
     for (l, layer) in head.layers.iter().enumerate() {
         let (mut w, mut b) = (layer.weight.clone(), layer.bias.clone());
         if l == 0 {

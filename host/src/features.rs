@@ -60,6 +60,15 @@ impl FeatureCache {
         ))
     }
 
+    /// Where a record of `kind` (e.g. `calibration`) keyed by `key` lives.
+    pub fn record_path(&self, kind: &str, key: &str) -> PathBuf {
+        let key = format!("{key}|{}", scanside_shared::SCANSIDE_VERSION);
+        self.dir.join(kind).join(format!(
+            "{}.json",
+            scanside_shared::sha256_hex(key.as_bytes())
+        ))
+    }
+
     fn path(&self, backbone: &Backbone, item: &Item, view: usize) -> PathBuf {
         let recipe = if view == 0 { "none" } else { augment::RECIPE };
         let key = format!(

@@ -22,6 +22,7 @@
 
 pub mod augment;
 pub mod backbone;
+pub mod calibrate;
 pub mod cv;
 pub mod dataset;
 pub mod dedup;
@@ -30,8 +31,10 @@ pub mod evaluate;
 pub mod export;
 pub mod features;
 pub mod head;
+pub mod int8;
 pub mod metrics;
 pub mod onnx_graph;
+pub mod quantize;
 pub mod report;
 pub mod train;
 

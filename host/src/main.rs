@@ -12,8 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use scanside::backbone::{self, ImportOptions};
+use scanside::calibrate::RangeMethod;
 use scanside::features::{FeatureCache, Pooling};
 use scanside::head::HeadConfig;
+use scanside::int8::QuantizeOptions;
+use scanside::quantize::Scheme;
 use scanside::train::{self, TrainOptions};
 use scanside_shared::classifier::{Classifier, classify_files};
 use scanside_shared::preprocess::{ContentCrop, Layout, Normalisation};
@@ -34,8 +37,10 @@ struct Cli {
 enum Command {
     /// Import a frozen backbone (verify, cut, free the input size).
     ImportBackbone(ImportArgs),
-    /// Train, cross-validate, export and verify a model.
+    /// Train, cross-validate, export, verify and quantize a model.
     Train(TrainArgs),
+    /// Quantize a model `train` wrote (int8, checked in tract).
+    Quantize(QuantizeArgs),
     /// Metrics of a model on a labelled folder.
     Evaluate(EvaluateArgs),
     /// Classify image files.
@@ -117,12 +122,27 @@ struct ImportArgs {
 
 #[derive(clap::Args)]
 struct TrainArgs {
+    /// Output folder for model.onnx, model-int8.onnx, cv.json, quantization.json and report.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write only the f32 model (skip int8 quantization).
+    #[arg(long)]
+    no_quantize: bool,
+    /// Print the cross-validation summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
+}
+
+/// The training recipe: data, backbone and head options.
+#[derive(clap::Args)]
+struct RecipeArgs {
     /// Dataset root with one folder per class.
     #[arg(long)]
     data: PathBuf,
-    /// Output folder for model.onnx, cv.json and report.md.
-    #[arg(long)]
-    out: PathBuf,
     /// Imported backbone.
     #[arg(long, default_value = DEFAULT_BACKBONE)]
     backbone: PathBuf,
@@ -138,6 +158,10 @@ struct TrainArgs {
     /// Square input size in pixels.
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// Compare these input sizes by cross-validation first and train at the
+    /// smallest within 0.5 pt of the best accuracy (e.g. 224,192,160).
+    #[arg(long, value_delimiter = ',')]
+    choose_size: Vec<u32>,
     /// Crop each scan to the head (largest bright region) before resizing.
     #[arg(long)]
     crop: bool,
@@ -180,19 +204,67 @@ struct TrainArgs {
     /// Perceptual-hash distance that links near-duplicates.
     #[arg(long, default_value_t = scanside::dedup::DEFAULT_MAX_DISTANCE)]
     dedup_distance: u32,
-    /// Print the cross-validation summary as one JSON object.
-    #[arg(long)]
-    json: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
 }
 
+/// Int8 quantization options.
 #[derive(clap::Args)]
-struct EvaluateArgs {
-    /// Model file.
+struct QuantArgs {
+    /// Int8 form: `weights` (int8 weights, f32 compute) or `static`
+    /// (QLinearConv: int8 weights and activations).
+    #[arg(long, default_value_t = QuantizeOptions::default().scheme)]
+    int8_scheme: Scheme,
+    /// Calibration images drawn from the training set (both classes).
+    #[arg(long, default_value_t = QuantizeOptions::default().calibration_images)]
+    calibration_images: usize,
+    /// Activation range method: `minmax` or `p<percentile>` (e.g. p99.99).
+    #[arg(long, default_value_t = QuantizeOptions::default().range)]
+    calibration_range: RangeMethod,
+    /// Refuse the int8 model below this decision agreement with f32 (0–1).
+    #[arg(long, default_value_t = QuantizeOptions::default().min_agreement)]
+    min_agreement: f64,
+    /// Refuse the int8 model if out-of-fold accuracy drops more (0–1; 0.005 = 0.5 pt).
+    #[arg(long, default_value_t = QuantizeOptions::default().max_accuracy_drop)]
+    max_accuracy_drop: f64,
+}
+
+impl QuantArgs {
+    fn options(&self) -> QuantizeOptions {
+        QuantizeOptions {
+            scheme: self.int8_scheme,
+            calibration_images: self.calibration_images,
+            range: self.calibration_range,
+            min_agreement: self.min_agreement,
+            max_accuracy_drop: self.max_accuracy_drop,
+            ..QuantizeOptions::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct QuantizeArgs {
+    /// The f32 model written by `train` with the same recipe options.
     #[arg(long)]
     model: PathBuf,
+    /// Where to write the int8 model.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the check as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
+}
+
+#[derive(clap::Args)]
+struct EvaluateArgs {
+    /// Model file [default: the shipped model].
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Labelled folder (one folder per class, named as the model's labels).
     #[arg(long)]
     data: PathBuf,
@@ -203,9 +275,9 @@ struct EvaluateArgs {
 
 #[derive(clap::Args)]
 struct ClassifyArgs {
-    /// Model file.
+    /// Model file [default: the shipped model].
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Image files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -228,6 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::ImportBackbone(a) => import_backbone(a),
         Command::Train(a) => train(a),
+        Command::Quantize(a) => quantize(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Classify(a) => classify(a),
     }
@@ -255,37 +328,46 @@ fn import_backbone(a: ImportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn train(a: TrainArgs) -> Result<ExitCode> {
-    let mut opts = TrainOptions::new(&a.data, &a.backbone, &a.out);
-    opts.data.positive = a.positive;
-    opts.data.negative = a.negative;
-    if let Some(c) = a.cache {
-        opts.cache = FeatureCache::new(c);
+impl RecipeArgs {
+    fn options(self, out: &std::path::Path) -> TrainOptions {
+        let mut opts = TrainOptions::new(&self.data, &self.backbone, out);
+        opts.data.positive = self.positive;
+        opts.data.negative = self.negative;
+        if let Some(c) = self.cache {
+            opts.cache = FeatureCache::new(c);
+        }
+        opts.size = self.size;
+        opts.size_candidates = self.choose_size;
+        opts.crop = self.crop.then(ContentCrop::default);
+        opts.augmented_views = self.views;
+        opts.folds = self.folds;
+        opts.repeats = self.repeats;
+        opts.target_sensitivity = self.target_sensitivity;
+        opts.dedup_distance = self.dedup_distance;
+        opts.quiet = self.quiet;
+        opts.head = HeadConfig {
+            pooling: match self.pooling {
+                None => HeadConfig::default().pooling,
+                Some(PoolingArg::Avg) => Pooling::Avg,
+                Some(PoolingArg::Max) => Pooling::Max,
+                Some(PoolingArg::AvgMax) => Pooling::AvgMax,
+            },
+            hidden: self.hidden,
+            dropout: self.dropout,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            max_epochs: self.max_epochs,
+            patience: self.patience,
+            seed: self.seed,
+            ..HeadConfig::default()
+        };
+        opts
     }
-    opts.size = a.size;
-    opts.crop = a.crop.then(ContentCrop::default);
-    opts.augmented_views = a.views;
-    opts.folds = a.folds;
-    opts.repeats = a.repeats;
-    opts.target_sensitivity = a.target_sensitivity;
-    opts.dedup_distance = a.dedup_distance;
-    opts.quiet = a.quiet;
-    opts.head = HeadConfig {
-        pooling: match a.pooling {
-            None => HeadConfig::default().pooling,
-            Some(PoolingArg::Avg) => Pooling::Avg,
-            Some(PoolingArg::Max) => Pooling::Max,
-            Some(PoolingArg::AvgMax) => Pooling::AvgMax,
-        },
-        hidden: a.hidden,
-        dropout: a.dropout,
-        learning_rate: a.learning_rate,
-        weight_decay: a.weight_decay,
-        max_epochs: a.max_epochs,
-        patience: a.patience,
-        seed: a.seed,
-        ..HeadConfig::default()
-    };
+}
+
+fn train(a: TrainArgs) -> Result<ExitCode> {
+    let mut opts = a.recipe.options(&a.out);
+    opts.quantize = (!a.no_quantize).then(|| a.quant.options());
     let outcome = train::run(&opts).context("training failed")?;
     let s = &outcome.summary;
     if a.json {
@@ -309,12 +391,45 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
             a.out.join("report.md").display(),
             s.notice
         );
+        if let Some(q) = &outcome.int8 {
+            println!(
+                "int8 model written to {} ({:.1} MB): agreement with f32 {:.2} %, \
+                 out-of-fold accuracy {:+.2} pt",
+                q.model_path.display(),
+                q.report.int8_bytes as f64 / 1e6,
+                100.0 * q.report.training.decision_agreement,
+                -100.0 * q.report.accuracy_drop()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    let dir = a
+        .out
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let opts = a.recipe.options(&dir);
+    let report = train::quantize_existing(&opts, &a.quant.options(), &a.model, &a.out)
+        .context("quantization failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", scanside::report::int8_markdown(&report));
+        println!(
+            "int8 model written to {}\n{}",
+            a.out.display(),
+            scanside_shared::classifier::NOTICE
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
-    let e = scanside::evaluate::run(&a.model, &a.data)?;
+    let model = scanside_shared::shipped::resolve(a.model)?;
+    let e = scanside::evaluate::run(&model, &a.data)?;
     for s in &e.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
@@ -338,7 +453,9 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
-    let classifier = Classifier::load(&a.model)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let classifier =
+        Classifier::load(&scanside_shared::shipped::resolve(a.model)?)?.with_threads(cores);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let failures = classify_files(&classifier, &a.files, a.json, &mut out)?;

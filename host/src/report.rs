@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use crate::dataset::Dataset;
 use crate::dedup::Groups;
+use crate::int8::Int8Report;
+use crate::quantize::Scheme;
 use crate::train::{TrainOptions, TrainOutcome};
 
 fn pct(v: f64) -> String {
@@ -153,6 +155,40 @@ pub fn markdown(
             .join(" ")
     );
 
+    if !o.sizes.is_empty() {
+        let _ = writeln!(w, "\n## Input size\n");
+        let _ = writeln!(
+            w,
+            "Smallest size within 0.5 pt of the best cross-validated accuracy is chosen.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| size | accuracy @ threshold | accuracy @ 0.5 | AUC | f32 backbone ms (1 thread) | chosen |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|");
+        for r in &o.sizes {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.3} | {:.0} | {} |",
+                r.size,
+                pct(r.accuracy),
+                pct(r.accuracy_at_half),
+                r.auc,
+                r.backbone_ms,
+                if r.chosen { "yes" } else { "" }
+            );
+        }
+    }
+    if let Some(q) = &o.int8 {
+        let _ = writeln!(w, "\n## Int8 model\n");
+        let verdict = match q.report.accept() {
+            Ok(()) => format!("written to `{}`", q.model_path.display()),
+            Err(e) => format!("**not written**: {e}"),
+        };
+        let _ = writeln!(w, "{verdict}\n");
+        w.push_str(&int8_markdown(&q.report));
+    }
+
     let _ = writeln!(w, "\n## Stages\n");
     let _ = writeln!(w, "| stage | wall s | peak RSS MiB |");
     let _ = writeln!(w, "|---|---|---|");
@@ -167,6 +203,67 @@ pub fn markdown(
         w,
         "\n({} views extracted, the rest read from the feature cache.)",
         o.views_computed
+    );
+    r
+}
+
+/// The int8 check as Markdown: recipe, agreement and the metric changes.
+pub fn int8_markdown(q: &Int8Report) -> String {
+    let mut r = String::new();
+    let w = &mut r;
+    let _ = match q.recipe.scheme {
+        Scheme::Static => writeln!(
+            w,
+            "- recipe: static int8; {} activation ranges from {} calibration images; weights {}; activations {}",
+            q.recipe.range, q.recipe.calibration_images, q.recipe.weights, q.recipe.activations
+        ),
+        Scheme::Weights => writeln!(
+            w,
+            "- recipe: int8 weights ({}), f32 activations and compute",
+            q.recipe.weights
+        ),
+    };
+    let _ = writeln!(
+        w,
+        "- size: {:.1} MB (f32 {:.1} MB)",
+        q.int8_bytes as f64 / 1e6,
+        q.f32_bytes as f64 / 1e6
+    );
+    let _ = writeln!(
+        w,
+        "- training images, run in tract: decision agreement {:.2} % (minimum {:.2} %), max |Δp| {:.4}, mean |Δp| {:.5}",
+        100.0 * q.training.decision_agreement,
+        100.0 * q.options.min_agreement,
+        q.training.max_abs_diff,
+        q.training.mean_abs_diff
+    );
+    let _ = writeln!(
+        w,
+        "- out of fold (same folds, threshold {:.4}): decision agreement {:.2} %\n",
+        q.oof_f32.threshold,
+        100.0 * q.oof_decision_agreement
+    );
+    let _ = writeln!(w, "| out-of-fold metric | f32 | int8 | change |");
+    let _ = writeln!(w, "|---|---|---|---|");
+    for (name, a, b) in [
+        ("accuracy", q.oof_f32.accuracy, q.oof_int8.accuracy),
+        ("sensitivity", q.oof_f32.sensitivity, q.oof_int8.sensitivity),
+        ("specificity", q.oof_f32.specificity, q.oof_int8.specificity),
+        ("auc", q.oof_f32.auc, q.oof_int8.auc),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {} | {:+.2} pt |",
+            pct(a),
+            pct(b),
+            100.0 * (b - a)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nRefused if agreement < {:.2} % or out-of-fold accuracy drops by more than {:.2} pt.",
+        100.0 * q.options.min_agreement,
+        100.0 * q.options.max_accuracy_drop
     );
     r
 }

@@ -10,7 +10,7 @@
 //! of the same repeat, so even the threshold is not fitted to the fold it
 //! scores.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -23,6 +23,7 @@ use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
 use crate::features::{FeatureCache, extract_all};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
+use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
 use crate::metrics::{
     Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity,
 };
@@ -59,6 +60,12 @@ pub struct TrainOptions {
     pub bootstrap: usize,
     /// Tolerance of the export verification.
     pub verify_tolerance: f32,
+    /// Int8 quantization after export (`None`: f32 only).
+    pub quantize: Option<QuantizeOptions>,
+    /// Input sizes to compare before training; when not empty, `size` is
+    /// replaced by the smallest whose cross-validated accuracy is within
+    /// [`SIZE_TOLERANCE`] of the best.
+    pub size_candidates: Vec<u32>,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -85,6 +92,8 @@ impl TrainOptions {
             dedup_distance: dedup::DEFAULT_MAX_DISTANCE,
             bootstrap: 1000,
             verify_tolerance: 1e-4,
+            quantize: Some(QuantizeOptions::default()),
+            size_candidates: Vec::new(),
             quiet: false,
         }
     }
@@ -209,7 +218,95 @@ pub struct TrainOutcome {
     pub oof: Vec<f32>,
     /// How many views were extracted (not cached).
     pub views_computed: usize,
+    /// The int8 model and its check, when quantization was asked for.
+    pub int8: Option<Int8Outcome>,
+    /// The input-size comparison, when sizes were compared.
+    pub sizes: Vec<SizeResult>,
 }
+
+/// Accuracy a smaller input may lose against the best size and still be
+/// chosen (0.005 = 0.5 percentage points).
+pub const SIZE_TOLERANCE: f64 = 0.005;
+
+/// One input size's cross-validated result and backbone latency.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeResult {
+    /// Square input size.
+    pub size: u32,
+    /// Cross-validated accuracy at the operating threshold.
+    pub accuracy: f64,
+    /// Cross-validated accuracy at 0.5.
+    pub accuracy_at_half: f64,
+    /// Cross-validated ROC AUC.
+    pub auc: f64,
+    /// Median f32 backbone time for one scan in tract, one thread, ms.
+    pub backbone_ms: f64,
+    /// Whether this size was chosen.
+    pub chosen: bool,
+}
+
+/// Cross-validate the recipe at each candidate size and pick the smallest
+/// within [`SIZE_TOLERANCE`] of the best accuracy.
+pub fn compare_sizes(opts: &TrainOptions) -> Result<Vec<SizeResult>> {
+    let mut results = Vec::new();
+    for &size in &opts.size_candidates {
+        let at_size = TrainOptions {
+            size,
+            ..opts.clone()
+        };
+        if !opts.quiet {
+            eprintln!("input size {size}: features and cross-validation …");
+        }
+        let prep = prepare(&at_size)?;
+        let cv = cross_validate(&prep, &at_size)?;
+        let first = &prep.dataset.items[0].path;
+        let input = scanside_shared::preprocess::preprocess_file(
+            first,
+            &prep.backbone.spec,
+            &opts.data.limits,
+        )?;
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            prep.backbone.features(&input)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        results.push(SizeResult {
+            size,
+            accuracy: cv.summary.accuracy,
+            accuracy_at_half: cv.summary.at_half["accuracy"],
+            auc: cv.summary.auc,
+            backbone_ms: times[1],
+            chosen: false,
+        });
+    }
+    let best = results
+        .iter()
+        .map(|r| r.accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if let Some(pick) = results
+        .iter_mut()
+        .filter(|r| r.accuracy >= best - SIZE_TOLERANCE)
+        .min_by_key(|r| r.size)
+    {
+        pick.chosen = true;
+    }
+    Ok(results)
+}
+
+/// The int8 model written next to the f32 one.
+pub struct Int8Outcome {
+    /// Path of the int8 model file.
+    pub model_path: PathBuf,
+    /// What the check in tract measured.
+    pub report: Int8Report,
+}
+
+/// File name of the f32 model in the output folder.
+pub const F32_MODEL_FILE: &str = "model.onnx";
+/// File name of the int8 model in the output folder.
+pub const INT8_MODEL_FILE: &str = "model-int8.onnx";
 
 /// Peak RSS of this process in MiB, from `/proc/self/status` (0 if unknown).
 pub fn peak_rss_mib() -> f64 {
@@ -351,10 +448,24 @@ pub struct CvResult {
     pub oof_mean: Vec<f32>,
     /// Median best epoch over the folds (the final fit's epoch count).
     pub final_epochs: usize,
+    /// Every fold's head and held-out items, to score other features
+    /// (e.g. the int8 model's) out of fold.
+    pub fold_heads: Vec<FoldHead>,
 }
 
-/// One fold's fit: repeat, fold, best epoch, test items, their probabilities.
-type FoldFit = (usize, usize, usize, Vec<usize>, Vec<f32>);
+/// A head trained on all folds but one, and the items it never saw.
+#[derive(Clone, Debug)]
+pub struct FoldHead {
+    /// The repeat it belongs to.
+    pub repeat: usize,
+    /// Held-out item indices.
+    pub test: Vec<usize>,
+    /// The head.
+    pub head: TrainedHead,
+}
+
+/// One fold's fit: repeat, fold, best epoch, test items, their probabilities, head.
+type FoldFit = (usize, usize, usize, Vec<usize>, Vec<f32>, TrainedHead);
 
 /// Cross-validate the head recipe in `opts` on prepared features.
 pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> {
@@ -384,11 +495,11 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
                 Stopping::EarlyOnValidation,
             )?;
             let p = head.predict(&flat(&pooled, &test))?;
-            Ok((r, f, head.best_epoch, test, p))
+            Ok((r, f, head.best_epoch, test, p, head))
         })
         .collect::<Result<_>>()?;
     let mut oof = vec![vec![f32::NAN; n]; opts.repeats];
-    for (r, _, _, test, p) in &fits {
+    for (r, _, _, test, p, _) in &fits {
         for (&i, &v) in test.iter().zip(p) {
             oof[*r][i] = v;
         }
@@ -397,7 +508,7 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
     let mut best_epochs = Vec::new();
     // Per repeat and item: probability shifted by the fold's own threshold.
     let mut decisions = vec![vec![f32::NAN; n]; opts.repeats];
-    for (r, f, best_epoch, test, p) in &fits {
+    for (r, f, best_epoch, test, p, _) in &fits {
         let others: Vec<usize> = (0..n).filter(|&i| fold_of[*r][i] != *f).collect();
         let t = threshold_for_sensitivity(
             &others.iter().map(|&i| oof[*r][i]).collect::<Vec<_>>(),
@@ -422,7 +533,7 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
     let threshold = threshold_for_sensitivity(&oof_mean, labels, opts.target_sensitivity);
     let at_half: Vec<(Vec<u8>, Vec<f32>)> = fits
         .iter()
-        .map(|(_, _, _, test, p)| (test.iter().map(|&i| labels[i]).collect(), p.clone()))
+        .map(|(_, _, _, test, p, _)| (test.iter().map(|&i| labels[i]).collect(), p.clone()))
         .collect();
     let summary = summarise(
         opts, prep, &decisions, &oof_mean, threshold, per_fold, &at_half,
@@ -432,13 +543,29 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
         summary,
         oof_mean,
         final_epochs: best_epochs[best_epochs.len() / 2].max(1),
+        fold_heads: fits
+            .into_iter()
+            .map(|(repeat, _, _, test, _, head)| FoldHead { repeat, test, head })
+            .collect(),
     })
 }
 
-/// Run the whole training job.
-pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
-    let mut watch = Stopwatch::new();
-    let prep = prepare_timed(opts, &mut watch)?;
+/// The f32 model made from a recipe, verified, not yet written.
+struct Fitted {
+    prep: Prepared,
+    cv: CvResult,
+    head: TrainedHead,
+    manifest: ModelManifest,
+    bytes: Vec<u8>,
+    /// The final head's probability per item, in memory.
+    in_memory: Vec<f32>,
+    verification: export::Verification,
+    files: Vec<PathBuf>,
+}
+
+/// Cross-validate, fit the final head, export and verify.
+fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitted> {
+    let prep = prepare_timed(opts, watch)?;
     let cv = cross_validate(&prep, opts)?;
     watch.lap("cross-validation");
 
@@ -505,7 +632,7 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     let bytes = export::build(backbone, opts.head.pooling, &head, &manifest)?;
     watch.lap("export");
 
-    let model_path = opts.out.join("model.onnx");
+    let model_path = opts.out.join(F32_MODEL_FILE);
     let files: Vec<PathBuf> = dataset.items.iter().map(|i| i.path.clone()).collect();
     // Verification is a pure function of the model bytes, the images and
     // this scanside: an identical re-run reuses the recorded result.
@@ -532,26 +659,151 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
         }
     };
     watch.lap("verify export in tract");
+    Ok(Fitted {
+        prep,
+        cv,
+        head,
+        manifest,
+        bytes,
+        in_memory,
+        verification,
+        files,
+    })
+}
 
-    write_atomically(&model_path, &bytes)?;
+/// Quantize a fitted model and check it in tract.
+fn quantize_fitted(
+    fitted: &Fitted,
+    model_path: &Path,
+    qopts: &QuantizeOptions,
+    opts: &TrainOptions,
+) -> Result<(Vec<u8>, Int8Report)> {
+    let reference = F32Reference {
+        bytes: &fitted.bytes,
+        path: model_path,
+        files: &fitted.files,
+        labels: &fitted.prep.labels,
+        probabilities: &fitted.in_memory,
+        oof: &fitted.cv.oof_mean,
+        fold_heads: &fitted.cv.fold_heads,
+    };
+    int8::quantize_checked(
+        &reference,
+        fitted.manifest.threshold,
+        qopts,
+        &opts.cache,
+        opts.quiet,
+    )
+}
+
+/// Run the whole training job: writes `model.onnx`, `cv.json`, `report.md`
+/// and, unless quantization is off, `quantization.json` and (if it passes
+/// the check) `model-int8.onnx`. A refused int8 model is an error returned
+/// after everything else has been written.
+pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
+    let mut watch = Stopwatch::new();
+    let sizes = if opts.size_candidates.is_empty() {
+        Vec::new()
+    } else {
+        let sizes = compare_sizes(opts)?;
+        watch.lap("compare input sizes");
+        sizes
+    };
+    let chosen = TrainOptions {
+        size: sizes
+            .iter()
+            .find(|r| r.chosen)
+            .map_or(opts.size, |r| r.size),
+        ..opts.clone()
+    };
+    let opts = &chosen;
+    let fitted = fit_export_verify(opts, &mut watch)?;
+    let model_path = opts.out.join(F32_MODEL_FILE);
+    write_atomically(&model_path, &fitted.bytes)?;
+
+    let mut refused = None;
+    let int8 = match &opts.quantize {
+        None => None,
+        Some(q) => {
+            let (bytes, report) = quantize_fitted(&fitted, &model_path, q, opts)?;
+            watch.lap("int8 quantize + check in tract");
+            write_atomically(
+                &opts.out.join("quantization.json"),
+                &serde_json::to_vec_pretty(&report).expect("serialises"),
+            )?;
+            let path = opts.out.join(INT8_MODEL_FILE);
+            match report.accept() {
+                Ok(()) => write_atomically(&path, &bytes)?,
+                Err(e) => {
+                    // Never leave an older int8 model beside a new f32 one.
+                    let _ = std::fs::remove_file(&path);
+                    refused = Some(e);
+                }
+            }
+            Some(Int8Outcome {
+                model_path: path,
+                report,
+            })
+        }
+    };
+
+    let Fitted {
+        prep,
+        cv,
+        head,
+        manifest,
+        verification,
+        ..
+    } = fitted;
     let outcome = TrainOutcome {
         summary: cv.summary,
         manifest,
         model_path,
         verification,
         timings: watch.timings,
-        skipped: dataset.skipped.clone(),
+        skipped: prep.dataset.skipped.clone(),
         head,
         oof: cv.oof_mean,
         views_computed: prep.views_computed,
+        int8,
+        sizes,
     };
     let summary_json = serde_json::to_vec_pretty(&outcome.summary).expect("serialises");
     write_atomically(&opts.out.join("cv.json"), &summary_json)?;
     write_atomically(
         &opts.out.join("report.md"),
-        report::markdown(&outcome, dataset, groups, opts).as_bytes(),
+        report::markdown(&outcome, &prep.dataset, &prep.groups, opts).as_bytes(),
     )?;
-    Ok(outcome)
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+/// Quantize an existing f32 model: re-derive it from its recipe and data
+/// (features and verification come from the cache), insist the result is
+/// byte-identical to `model`, then quantize, check and write `out`.
+pub fn quantize_existing(
+    opts: &TrainOptions,
+    qopts: &QuantizeOptions,
+    model: &Path,
+    out: &Path,
+) -> Result<Int8Report> {
+    let given = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let mut watch = Stopwatch::new();
+    let fitted = fit_export_verify(opts, &mut watch)?;
+    if fitted.bytes != given {
+        return Err(Error::Config(format!(
+            "{}: this model was not trained with these options on this data \
+             (re-training gives {}); pass the same options as `train`, or re-run `train`",
+            model.display(),
+            fitted.manifest.model_id
+        )));
+    }
+    let (bytes, report) = quantize_fitted(&fitted, model, qopts, opts)?;
+    report.accept()?;
+    write_atomically(out, &bytes)?;
+    Ok(report)
 }
 
 /// The headline numbers stored in the model's metadata.

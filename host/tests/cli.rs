@@ -251,6 +251,12 @@ fn train_classify_and_evaluate_end_to_end() {
         "32",
         "--max-epochs",
         "40",
+        // One out-of-fold flip among 24 images is 4 pt: allow a few.
+        "--max-accuracy-drop",
+        "0.1",
+        // A mid-range threshold, so that int8 damage shows in decisions.
+        "--target-sensitivity",
+        "0.5",
         "--json",
         "--quiet",
     ];
@@ -289,6 +295,8 @@ fn train_classify_and_evaluate_end_to_end() {
         first,
         "training is not reproducible"
     );
+
+    check_int8(&out, &train_args);
 
     // Classify: one JSON line per file, an error line for the bad one.
     let yes = data.join("yes");
@@ -362,4 +370,119 @@ fn train_classify_and_evaluate_end_to_end() {
         .map(|k| c[k].as_u64().unwrap())
         .sum();
     assert_eq!(total, 24);
+}
+
+/// The int8 model `train` wrote: operators tract runs right, its check,
+/// `quantize` reproducing it, and refusing a bad recipe.
+fn check_int8(out: &Path, train_args: &[&str]) {
+    let f32_model = out.join("model.onnx");
+    let int8_model = out.join("model-int8.onnx");
+    let int8 = std::fs::read(&int8_model).expect("train writes model-int8.onnx by default");
+    let f32_len = std::fs::metadata(&f32_model).unwrap().len() as usize;
+    assert!(
+        int8.len() * 3 < f32_len,
+        "int8 {} vs f32 {f32_len} bytes",
+        int8.len()
+    );
+
+    // Default scheme: int8 weights expanded to f32 at load, same Conv graph.
+    let proto = scanside_shared::classifier::parse_onnx(&int8, &int8_model).unwrap();
+    let ops = op_counts(&proto);
+    assert_eq!(ops.get("Conv"), Some(&13), "{ops:?}");
+    assert_eq!(ops.get("Cast"), Some(&13), "{ops:?}");
+    assert_eq!(ops.get("QuantizeLinear"), None, "{ops:?}");
+    let manifest = scanside_shared::classifier::manifest_of(&proto).unwrap();
+    assert!(
+        manifest.model_id.ends_with("-int8"),
+        "{}",
+        manifest.model_id
+    );
+    let recipe: serde_json::Value =
+        serde_json::from_str(&manifest.extra["scanside.quantization"]).unwrap();
+    assert_eq!(
+        recipe["f32_sha256"],
+        scanside_shared::sha256_hex(&std::fs::read(&f32_model).unwrap())
+    );
+
+    let q: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("quantization.json")).unwrap()).unwrap();
+    assert_eq!(q["training"]["images"], 24);
+    assert!(
+        q["training"]["decision_agreement"].as_f64().unwrap() >= 0.99,
+        "{q}"
+    );
+    assert!(
+        q["oof_int8"]["accuracy"].as_f64().unwrap()
+            >= q["oof_f32"]["accuracy"].as_f64().unwrap() - 0.1,
+        "{q}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Int8 model"), "{report}");
+
+    // `quantize` on the f32 model with the same recipe gives the same bytes.
+    let recipe_args = &train_args[1..];
+    let with = |extra: &[&str], dest: &Path| -> Output {
+        let mut args = vec!["quantize", "--model", s(&f32_model)];
+        let mut skip = false;
+        for a in recipe_args {
+            // `train`'s own flags are not recipe flags.
+            if skip {
+                skip = false;
+                continue;
+            }
+            // `--out` is train's; flags in `extra` override the recipe's.
+            if *a == "--out" || (a.starts_with("--") && extra.contains(a)) {
+                skip = true;
+                continue;
+            }
+            args.push(a);
+        }
+        args.extend_from_slice(&["--out", s(dest)]);
+        args.extend_from_slice(extra);
+        scanside(&args)
+    };
+    let again = out.join("again-int8.onnx");
+    let o = with(&[], &again);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        int8,
+        "quantize is not reproducible"
+    );
+
+    // A recipe that clips every activation at its median is refused.
+    let refused = out.join("refused-int8.onnx");
+    let o = with(
+        &[
+            "--calibration-range",
+            "p50",
+            "--min-agreement",
+            "1",
+            "--max-accuracy-drop",
+            "0",
+        ],
+        &refused,
+    );
+    assert!(!o.status.success());
+    let stderr = text(&o.stderr);
+    assert!(stderr.contains("int8 model refused"), "{stderr}");
+    assert!(!refused.exists());
+
+    // A model from another recipe is not silently re-quantized.
+    let o = with(&["--seed", "7"], &refused);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("not trained with these options"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!refused.exists());
+}
+
+fn op_counts(proto: &tract_onnx::pb::ModelProto) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for n in &proto.graph.as_ref().unwrap().node {
+        *counts.entry(n.op_type.clone()).or_default() += 1;
+    }
+    counts
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::manifest::ModelManifest;
@@ -27,6 +28,7 @@ pub struct Classifier {
     sha256: String,
     path: PathBuf,
     limits: DecodeLimits,
+    executor: Executor,
 }
 
 /// The verdict on one scan.
@@ -86,6 +88,7 @@ impl Classifier {
             sha256: crate::sha256_hex(bytes),
             path: path.to_path_buf(),
             limits: DecodeLimits::default(),
+            executor: Executor::SingleThread,
         };
         classifier.check_output_shape()?;
         Ok(classifier)
@@ -126,14 +129,26 @@ impl Classifier {
         self
     }
 
+    /// Run each inference on `threads` cores (tract's multithreaded matrix
+    /// kernels). The default, 1, suits callers that already classify many
+    /// scans in parallel; one scan at a time (the device) wants all cores.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.executor = if threads > 1 {
+            Executor::multithread_with_name(threads, "scanside-tract")
+        } else {
+            Executor::SingleThread
+        };
+        self
+    }
+
     /// Class probabilities (softmax output) for one preprocessed input.
     pub fn probabilities(&self, input: &InputTensor) -> Result<Vec<f32>> {
         let tensor = Tensor::from_shape(&input.shape, &input.data)
             .map_err(|e| Error::Inference(e.to_string()))?;
-        let outputs = self
-            .plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            self.plan.run(tvec!(tensor.into()))
+        })
+        .map_err(|e| Error::Inference(format!("{e:#}")))?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| Error::Inference(e.to_string()))?;

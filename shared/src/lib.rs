@@ -10,6 +10,7 @@
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
 //!   scans, and the result lines both binaries print.
+//! - [`shipped`]: where the shipped model is found when none is named.
 //!
 //! This crate has no command line, no GPIO and no file watching: those belong
 //! to the binaries (`host/`, `device/`).
@@ -20,6 +21,7 @@ pub mod classifier;
 pub mod error;
 pub mod manifest;
 pub mod preprocess;
+pub mod shipped;
 
 pub use error::{Error, Result};
 
