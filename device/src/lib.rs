@@ -1,10 +1,26 @@
-//! scanside device firmware (placeholder).
+//! scanside device firmware: the box beside the scanner.
 //!
-//! This crate will hold the scanner-side appliance: model loading and
-//! verification, the inbox of scans, the button/LED state machine over
-//! `embedded-hal` traits, the audit log and the board backends. It already
-//! depends only on `scanside-shared`, as the design requires
-//! (`host → shared ← device`).
+//! A radiographer presses a button; the box classifies the newest scan and
+//! shows the result on three LEDs; every result is recorded in the audit log
+//! (`scanside_shared::audit`). The pieces, from the pins up:
+//!
+//! - [`clock`]: a millisecond clock trait (tests use a fake one);
+//! - [`button`]: debouncing and short / long press detection on any
+//!   `embedded_hal::digital::InputPin`;
+//! - [`leds`]: LED patterns (heartbeat, busy, result, error) on three
+//!   `OutputPin`s;
+//! - [`controller`]: the state machine, with no hardware at all;
+//! - [`panel`]: the four wired together, generic over the pin traits, so a
+//!   board backend (or a mock) only supplies pins.
+//!
+//! This crate depends only on `scanside-shared` (`host → shared ← device`).
+//! scanside is research software, not a medical device.
+
+pub mod button;
+pub mod clock;
+pub mod controller;
+pub mod leds;
+pub mod panel;
 
 /// Firmware version (the workspace version).
 pub const VERSION: &str = scanside_shared::SCANSIDE_VERSION;

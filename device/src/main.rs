@@ -1,14 +1,157 @@
-//! `scanside-device`: the firmware for the box beside the scanner.
+//! `scanside-device`: the firmware's command line.
 //!
-//! Not built yet: the device issue (button/LED state machine over
-//! embedded-hal, inbox, audit log, board backends) fills this crate. Until
-//! then the binary says so instead of pretending to work.
+//! `classify` prints the same result lines as the host's `scanside classify`
+//! (both call `scanside_shared::classifier::classify_files`); `log` prints
+//! the audit log. The appliance loop (`run`: inbox, button, LEDs, systemd)
+//! is not built yet and says so.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "scanside-device {}: the device firmware is not implemented yet; \
-         use `scanside classify` on the host",
-        scanside_device::VERSION
-    );
-    std::process::ExitCode::FAILURE
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use scanside_shared::audit::{AuditEvent, read_log};
+use scanside_shared::classifier::classify_command;
+
+/// scanside device firmware: brain-MRI tumour triage beside the scanner.
+/// Research use only — not a medical device.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify image files (same result lines as `scanside classify`).
+    Classify {
+        /// Model file [default: the shipped model].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the audit log; a torn or damaged record is reported and skipped.
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The appliance loop (not implemented yet).
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = "/etc/scanside/device.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Classify { model, files, json } => {
+            let failures = classify_command(model, &files, json)?;
+            Ok(if failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Log { path, json } => print_log(&path, json),
+        Command::Run { config } => {
+            anyhow::bail!(
+                "`run` (config {}) is not implemented yet: the appliance loop, inbox and \
+                 board backends are still to be built",
+                config.display()
+            )
+        }
+    }
+}
+
+fn print_log(path: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let log = read_log(path)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for r in &log.records {
+        if json {
+            serde_json::to_writer(&mut out, &record_json(r))?;
+            writeln!(out)?;
+        } else {
+            match &r.event {
+                AuditEvent::Classified {
+                    scan,
+                    model,
+                    probability,
+                    decision,
+                    latency_ms,
+                } => writeln!(
+                    out,
+                    "{} classified scan {} with {}: {decision:?} (p = {probability:.4}, {latency_ms} ms)",
+                    r.unix_ms,
+                    &hex::encode(scan.content_sha256)[..12],
+                    model.id
+                )?,
+                AuditEvent::Error { kind, detail, .. } => {
+                    writeln!(out, "{} error {kind:?}: {detail}", r.unix_ms)?
+                }
+            }
+        }
+    }
+    out.flush()?;
+    for p in &log.damaged {
+        eprintln!(
+            "{}: damaged record at byte {} ({} bytes) skipped: {}",
+            path.display(),
+            p.offset,
+            p.len,
+            p.reason
+        );
+    }
+    if let Some(p) = &log.torn_tail {
+        eprintln!(
+            "{}: torn final record at byte {} ({} bytes) skipped: {}",
+            path.display(),
+            p.offset,
+            p.len,
+            p.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record_json(r: &scanside_shared::audit::AuditRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("records serialise");
+    // Hashes as hex rather than arrays of numbers.
+    fn hexify(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(hexify),
+            serde_json::Value::Array(a)
+                if a.len() == 32 && a.iter().all(|x| x.as_u64().is_some_and(|n| n < 256)) =>
+            {
+                let bytes: Vec<u8> = a.iter().map(|x| x.as_u64().unwrap() as u8).collect();
+                *v = serde_json::Value::String(hex::encode(bytes));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(hexify),
+            _ => {}
+        }
+    }
+    hexify(&mut v);
+    v
 }

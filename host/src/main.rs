@@ -4,7 +4,6 @@
 //! validated option types, and handed to `scanside::*::run`. Nothing here
 //! does work of its own beyond printing.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +17,7 @@ use scanside::head::HeadConfig;
 use scanside::int8::QuantizeOptions;
 use scanside::quantize::Scheme;
 use scanside::train::{self, TrainOptions};
-use scanside_shared::classifier::{Classifier, classify_files};
+use scanside_shared::classifier::classify_command;
 use scanside_shared::preprocess::{ContentCrop, Layout, Normalisation};
 
 /// Default location of the imported backbone.
@@ -453,13 +452,7 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let classifier =
-        Classifier::load(&scanside_shared::shipped::resolve(a.model)?)?.with_threads(cores);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let failures = classify_files(&classifier, &a.files, a.json, &mut out)?;
-    out.flush()?;
+    let failures = classify_command(a.model, &a.files, a.json)?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -259,3 +259,18 @@ pub fn classify_files(
     }
     Ok(failures)
 }
+
+/// The `classify` command of both binaries: load `model` (the shipped model
+/// when `None`) on all cores and print one result line per file to stdout.
+/// Returns how many files failed.
+pub fn classify_command(model: Option<PathBuf>, files: &[PathBuf], json: bool) -> Result<usize> {
+    let path = crate::shipped::resolve(model)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let classifier = Classifier::load(&path)?.with_threads(cores);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let failures = classify_files(&classifier, files, json, &mut out)
+        .and_then(|n| out.flush().map(|()| n))
+        .map_err(|e| Error::io("<stdout>", e))?;
+    Ok(failures)
+}

@@ -10,6 +10,8 @@
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
 //!   scans, and the result lines both binaries print.
+//! - [`audit`]: the audit log's record types and framing (postcard, COBS,
+//!   CRC-32), its durable writer and its forgiving reader.
 //! - [`shipped`]: where the shipped model is found when none is named.
 //!
 //! This crate has no command line, no GPIO and no file watching: those belong
@@ -17,6 +19,7 @@
 //!
 //! scanside is research software, not a medical device.
 
+pub mod audit;
 pub mod classifier;
 pub mod error;
 pub mod manifest;

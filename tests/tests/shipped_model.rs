@@ -46,8 +46,22 @@ fn shipped_model_matches_its_card_and_has_a_complete_manifest() {
     }
     let recipe: serde_json::Value =
         serde_json::from_str(&m.extra["scanside.quantization"]).unwrap();
-    assert!(recipe["calibration_images"].as_u64().unwrap() >= 64);
-    assert!(recipe["range"].is_object(), "{recipe}");
+    match recipe["scheme"].as_str() {
+        Some("weights") => {}
+        Some("static") => assert!(recipe["calibration_images"].as_u64().unwrap() >= 64),
+        other => panic!("unknown scheme {other:?} in {recipe}"),
+    }
+    assert!(
+        recipe["weights"]
+            .as_str()
+            .unwrap()
+            .contains("per output channel")
+    );
+    assert_eq!(recipe["f32_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        format!("{}-int8", recipe["f32_model_id"].as_str().unwrap()),
+        m.model_id
+    );
 }
 
 #[test]

@@ -1,0 +1,214 @@
+//! The appliance's behaviour, free of hardware and time sources.
+//!
+//! The [`Controller`] is a small state machine:
+//!
+//! ```text
+//!            short press                 outcome
+//!   Idle ───────────────────▶ Busy ─────────────────▶ Result / Error
+//!    ▲  long press: show the last result again            │
+//!    └────────────────────────────────────────────────────┘
+//!                     after `show_ms`
+//! ```
+//!
+//! It is told about presses and classification outcomes, answers with a
+//! [`Command`] when work must start, and says which [`Pattern`] the LEDs
+//! should show. Presses while busy are ignored (one scan at a time).
+
+use scanside_shared::audit::{Decision, ErrorKind};
+
+use crate::leds::Pattern;
+
+/// How the controller decides and how long it shows things.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ControllerConfig {
+    /// The model's threshold on the tumour probability.
+    pub threshold: f32,
+    /// Half-width of the amber "uncertain" band around the threshold.
+    pub uncertain_band: f32,
+    /// How long a result or an error stays lit.
+    pub show_ms: u64,
+}
+
+/// What the caller must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Classify the newest unclassified scan, then report the outcome.
+    ClassifyNewest,
+}
+
+/// The end of one classification.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A probability for the scan.
+    Classified {
+        /// Tumour probability.
+        probability: f32,
+    },
+    /// No decision, and why.
+    Failed(ErrorKind),
+}
+
+/// The state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum State {
+    /// Waiting for a press.
+    Idle,
+    /// Classifying.
+    Busy,
+    /// Showing a decision.
+    Result(Decision),
+    /// Showing an error.
+    Error(ErrorKind),
+}
+
+/// The decision for `probability` at `threshold` with an uncertain band.
+pub fn decide(probability: f32, threshold: f32, band: f32) -> Decision {
+    if (probability - threshold).abs() < band {
+        Decision::Uncertain
+    } else if probability >= threshold {
+        Decision::TumourSuspected
+    } else {
+        Decision::NoTumour
+    }
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub struct Controller {
+    config: ControllerConfig,
+    state: State,
+    since_ms: u64,
+    last: Option<State>,
+}
+
+impl Controller {
+    /// Start idle at `now_ms`.
+    pub fn new(config: ControllerConfig, now_ms: u64) -> Self {
+        Controller {
+            config,
+            state: State::Idle,
+            since_ms: now_ms,
+            last: None,
+        }
+    }
+
+    fn enter(&mut self, state: State, now_ms: u64) {
+        self.state = state;
+        self.since_ms = now_ms;
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// A short press: classify, unless already busy.
+    pub fn on_short_press(&mut self, now_ms: u64) -> Option<Command> {
+        if self.state == State::Busy {
+            return None;
+        }
+        self.enter(State::Busy, now_ms);
+        Some(Command::ClassifyNewest)
+    }
+
+    /// A long press: show the last result again (an error pattern if there
+    /// is none yet); ignored while busy.
+    pub fn on_long_press(&mut self, now_ms: u64) {
+        if self.state == State::Busy {
+            return;
+        }
+        let again = self.last.unwrap_or(State::Error(ErrorKind::NoScan));
+        self.enter(again, now_ms);
+    }
+
+    /// The outcome of the last [`Command::ClassifyNewest`]; returns the
+    /// decision shown, if any.
+    pub fn on_outcome(&mut self, outcome: &Outcome, now_ms: u64) -> Option<Decision> {
+        let (state, decision) = match *outcome {
+            Outcome::Classified { probability } => {
+                let d = decide(
+                    probability,
+                    self.config.threshold,
+                    self.config.uncertain_band,
+                );
+                (State::Result(d), Some(d))
+            }
+            Outcome::Failed(kind) => (State::Error(kind), None),
+        };
+        if decision.is_some() {
+            self.last = Some(state);
+        }
+        self.enter(state, now_ms);
+        decision
+    }
+
+    /// Let time pass: results and errors go back to idle after `show_ms`.
+    pub fn tick(&mut self, now_ms: u64) {
+        if matches!(self.state, State::Result(_) | State::Error(_))
+            && now_ms - self.since_ms >= self.config.show_ms
+        {
+            self.enter(State::Idle, now_ms);
+        }
+    }
+
+    /// The LED pattern now and when it started.
+    pub fn pattern(&self) -> (Pattern, u64) {
+        let p = match self.state {
+            State::Idle => Pattern::Idle,
+            State::Busy => Pattern::Busy,
+            State::Result(d) => Pattern::Result(d),
+            State::Error(_) => Pattern::Error,
+        };
+        (p, self.since_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: ControllerConfig = ControllerConfig {
+        threshold: 0.5,
+        uncertain_band: 0.1,
+        show_ms: 1000,
+    };
+
+    #[test]
+    fn decisions_around_the_threshold() {
+        assert_eq!(decide(0.95, 0.5, 0.1), Decision::TumourSuspected);
+        assert_eq!(decide(0.6, 0.5, 0.1), Decision::TumourSuspected);
+        assert_eq!(decide(0.55, 0.5, 0.1), Decision::Uncertain);
+        assert_eq!(decide(0.45, 0.5, 0.1), Decision::Uncertain);
+        assert_eq!(decide(0.39, 0.5, 0.1), Decision::NoTumour);
+        assert_eq!(decide(0.5, 0.5, 0.0), Decision::TumourSuspected);
+    }
+
+    #[test]
+    fn presses_while_busy_are_ignored() {
+        let mut c = Controller::new(CONFIG, 0);
+        assert_eq!(c.on_short_press(10), Some(Command::ClassifyNewest));
+        assert_eq!(c.on_short_press(20), None);
+        c.on_long_press(30);
+        assert_eq!(c.state(), State::Busy);
+    }
+
+    #[test]
+    fn errors_show_then_idle_and_do_not_replace_the_last_result() {
+        let mut c = Controller::new(CONFIG, 0);
+        c.on_short_press(0);
+        c.on_outcome(&Outcome::Classified { probability: 0.1 }, 100);
+        c.on_short_press(200);
+        assert_eq!(
+            c.on_outcome(&Outcome::Failed(ErrorKind::UnreadableScan), 300),
+            None
+        );
+        assert_eq!(c.state(), State::Error(ErrorKind::UnreadableScan));
+        assert_eq!(c.pattern().0, Pattern::Error);
+        c.tick(1299);
+        assert_eq!(c.state(), State::Error(ErrorKind::UnreadableScan));
+        c.tick(1300);
+        assert_eq!(c.state(), State::Idle);
+        c.on_long_press(2000);
+        assert_eq!(c.state(), State::Result(Decision::NoTumour));
+    }
+}

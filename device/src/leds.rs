@@ -1,0 +1,98 @@
+//! The three LEDs and the patterns they show.
+//!
+//! [`Pattern`] is what the box wants to say; [`Pattern::lamps`] turns it
+//! into on/off for green, amber and red at a given time (blinking, the idle
+//! heartbeat); [`LedPanel`] drives three [`OutputPin`]s, honouring
+//! active-low wiring and writing a pin only when its state changes.
+
+use embedded_hal::digital::{OutputPin, PinState};
+
+use scanside_shared::audit::Decision;
+
+/// What the LEDs show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// All dark.
+    Off,
+    /// Waiting: a short green blink every 2 s.
+    Idle,
+    /// Classifying: amber blinking at 2 Hz.
+    Busy,
+    /// A decision, steady: green, amber or red.
+    Result(Decision),
+    /// Something went wrong: red blinking fast (5 Hz).
+    Error,
+}
+
+/// On/off for (green, amber, red).
+pub type Lamps = (bool, bool, bool);
+
+impl Pattern {
+    /// The lamps at `t_ms` after the pattern started.
+    pub fn lamps(self, t_ms: u64) -> Lamps {
+        match self {
+            Pattern::Off => (false, false, false),
+            Pattern::Idle => (t_ms % 2000 < 100, false, false),
+            Pattern::Busy => (false, t_ms % 500 < 250, false),
+            Pattern::Result(Decision::NoTumour) => (true, false, false),
+            Pattern::Result(Decision::Uncertain) => (false, true, false),
+            Pattern::Result(Decision::TumourSuspected) => (false, false, true),
+            Pattern::Error => (false, false, t_ms % 200 < 100),
+        }
+    }
+}
+
+/// Three LEDs on output pins.
+#[derive(Debug)]
+pub struct LedPanel<G, A, R> {
+    green: G,
+    amber: A,
+    red: R,
+    active_low: bool,
+    shown: Option<Lamps>,
+}
+
+impl<G, A, R, E> LedPanel<G, A, R>
+where
+    G: OutputPin<Error = E>,
+    A: OutputPin<Error = E>,
+    R: OutputPin<Error = E>,
+{
+    /// A panel; `active_low` when a low pin lights the LED.
+    pub fn new(green: G, amber: A, red: R, active_low: bool) -> Self {
+        LedPanel {
+            green,
+            amber,
+            red,
+            active_low,
+            shown: None,
+        }
+    }
+
+    /// Show `lamps`, writing only the pins that change.
+    pub fn show(&mut self, lamps: Lamps) -> Result<(), E> {
+        let old = self.shown;
+        let level = |on: bool| PinState::from(on != self.active_low);
+        if old.map(|o| o.0) != Some(lamps.0) {
+            self.green.set_state(level(lamps.0))?;
+        }
+        if old.map(|o| o.1) != Some(lamps.1) {
+            self.amber.set_state(level(lamps.1))?;
+        }
+        if old.map(|o| o.2) != Some(lamps.2) {
+            self.red.set_state(level(lamps.2))?;
+        }
+        self.shown = Some(lamps);
+        Ok(())
+    }
+
+    /// The lamps last shown.
+    pub fn shown(&self) -> Option<Lamps> {
+        self.shown
+    }
+
+    /// Give the pins back.
+    pub fn release(self) -> (G, A, R) {
+        (self.green, self.amber, self.red)
+    }
+}

@@ -1,0 +1,101 @@
+//! The front panel: button, LEDs, clock and [`Controller`] wired together,
+//! generic over `embedded-hal` pins so any board (or a mock) plugs in.
+
+use embedded_hal::digital::{InputPin, OutputPin};
+
+use crate::button::{Button, ButtonTiming, Press};
+use crate::clock::Clock;
+use crate::controller::{Command, Controller, ControllerConfig, Outcome, State};
+use crate::leds::LedPanel;
+use scanside_shared::audit::Decision;
+
+/// Button, LEDs and behaviour.
+#[derive(Debug)]
+pub struct Panel<B, G, A, R, C> {
+    button: Button<B>,
+    leds: LedPanel<G, A, R>,
+    clock: C,
+    controller: Controller,
+}
+
+/// Pin polarity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Polarity {
+    /// Pressing the button pulls its pin low.
+    pub button_active_low: bool,
+    /// A low pin lights an LED.
+    pub leds_active_low: bool,
+}
+
+impl<B, G, A, R, C, E> Panel<B, G, A, R, C>
+where
+    B: InputPin<Error = E>,
+    G: OutputPin<Error = E>,
+    A: OutputPin<Error = E>,
+    R: OutputPin<Error = E>,
+    C: Clock,
+{
+    /// Assemble a panel; nothing is written to the pins yet.
+    pub fn new(
+        button: B,
+        (green, amber, red): (G, A, R),
+        clock: C,
+        polarity: Polarity,
+        timing: ButtonTiming,
+        config: ControllerConfig,
+    ) -> Self {
+        let now = clock.now_ms();
+        Panel {
+            button: Button::new(button, polarity.button_active_low, timing),
+            leds: LedPanel::new(green, amber, red, polarity.leds_active_low),
+            clock,
+            controller: Controller::new(config, now),
+        }
+    }
+
+    /// Sample the button, advance the state machine and refresh the LEDs.
+    /// Returns a command when a press asks for work.
+    pub fn poll(&mut self) -> Result<Option<Command>, E> {
+        let now = self.clock.now_ms();
+        let command = match self.button.poll(now)? {
+            Some(Press::Short) => self.controller.on_short_press(now),
+            Some(Press::Long) => {
+                self.controller.on_long_press(now);
+                None
+            }
+            None => None,
+        };
+        self.controller.tick(now);
+        self.refresh()?;
+        Ok(command)
+    }
+
+    /// Report how the last command ended; returns the decision shown.
+    pub fn finish(&mut self, outcome: &Outcome) -> Result<Option<Decision>, E> {
+        let now = self.clock.now_ms();
+        let d = self.controller.on_outcome(outcome, now);
+        self.refresh()?;
+        Ok(d)
+    }
+
+    fn refresh(&mut self) -> Result<(), E> {
+        let (pattern, since) = self.controller.pattern();
+        let now = self.clock.now_ms();
+        self.leds.show(pattern.lamps(now - since))
+    }
+
+    /// The state machine's state.
+    pub fn state(&self) -> State {
+        self.controller.state()
+    }
+
+    /// All LEDs off (shutdown).
+    pub fn dark(&mut self) -> Result<(), E> {
+        self.leds.show((false, false, false))
+    }
+
+    /// Give the pins back.
+    pub fn release(self) -> (B, (G, A, R)) {
+        (self.button.release(), self.leds.release())
+    }
+}

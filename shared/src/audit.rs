@@ -1,0 +1,232 @@
+//! The audit log: one record per classification or error, never lost.
+//!
+//! Wire format (version [`AUDIT_FORMAT_VERSION`]), one frame per record:
+//!
+//! ```text
+//! COBS( postcard(AuditRecord) ‖ CRC-32/ISO-HDLC of those bytes, little-endian ) ‖ 0x00
+//! ```
+//!
+//! COBS removes every zero byte from the frame body, so `0x00` only ever ends
+//! a frame: after a power cut the reader finds the next record boundary no
+//! matter where the last write stopped. The CRC catches a frame whose bytes
+//! are wrong. [`AuditWriter::append`] writes one frame and `fdatasync`s the
+//! file before it returns; [`read_log`] returns every complete record and
+//! reports a torn tail or a damaged frame instead of failing.
+//!
+//! The log holds no patient data: a scan is identified by the SHA-256 of its
+//! bytes and of its file name, never by the name itself.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Version of the record encoding; bump on any change to the types below.
+pub const AUDIT_FORMAT_VERSION: u16 = 1;
+
+/// The CRC used for each frame.
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// What the box decided for one scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Probability below the uncertain band: green.
+    NoTumour,
+    /// Probability within the band around the threshold: amber.
+    Uncertain,
+    /// Probability at or above the band: red.
+    TumourSuspected,
+}
+
+/// Why a press produced no decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The inbox held no unclassified scan.
+    NoScan,
+    /// The scan could not be read or decoded.
+    UnreadableScan,
+    /// The model failed to run.
+    ModelFailure,
+    /// The model file did not match its expected SHA-256.
+    ModelMismatch,
+}
+
+/// A scan, identified without its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRef {
+    /// SHA-256 of the file name (not the path).
+    pub name_sha256: [u8; 32],
+    /// SHA-256 of the file bytes.
+    pub content_sha256: [u8; 32],
+}
+
+/// The model that produced a result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// The manifest's model id.
+    pub id: String,
+    /// SHA-256 of the model file.
+    pub sha256: [u8; 32],
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AuditEvent {
+    /// A scan was classified.
+    Classified {
+        /// The scan.
+        scan: ScanRef,
+        /// The model.
+        model: ModelRef,
+        /// Positive-class probability.
+        probability: f32,
+        /// The decision shown.
+        decision: Decision,
+        /// Press → result time, milliseconds.
+        latency_ms: u32,
+    },
+    /// A press ended in an error.
+    Error {
+        /// The scan, when one was involved.
+        scan: Option<ScanRef>,
+        /// The model, when one was loaded.
+        model: Option<ModelRef>,
+        /// The kind of error.
+        kind: ErrorKind,
+        /// A human-readable reason (no patient data).
+        detail: String,
+    },
+}
+
+/// One audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// [`AUDIT_FORMAT_VERSION`] at writing.
+    pub format_version: u16,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Version of the firmware that wrote it.
+    pub firmware_version: String,
+    /// What happened.
+    pub event: AuditEvent,
+}
+
+/// Encode one record as a complete frame, delimiter included.
+pub fn encode_frame(record: &AuditRecord) -> Vec<u8> {
+    let body =
+        postcard::to_stdvec_crc32(record, CRC32.digest()).expect("audit records always serialise");
+    let mut frame = cobs::encode_vec(&body);
+    frame.push(0);
+    frame
+}
+
+/// Decode one frame body (without its delimiter).
+pub fn decode_frame(frame: &[u8]) -> std::result::Result<AuditRecord, String> {
+    let body = cobs::decode_vec(frame).map_err(|e| format!("bad COBS framing: {e}"))?;
+    postcard::from_bytes_crc32(&body, CRC32.digest())
+        .map_err(|e| format!("bad record (CRC or encoding): {e}"))
+}
+
+/// A problem found while reading a log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogProblem {
+    /// Byte offset of the frame.
+    pub offset: usize,
+    /// Length of the frame in bytes.
+    pub len: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What [`read_log`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogContents {
+    /// Every complete, valid record, in order.
+    pub records: Vec<AuditRecord>,
+    /// Damaged frames that were skipped.
+    pub damaged: Vec<LogProblem>,
+    /// An unterminated final frame (a write cut short), if any.
+    pub torn_tail: Option<LogProblem>,
+}
+
+/// Parse a log's bytes: every complete record, and what was skipped.
+pub fn parse_log(bytes: &[u8]) -> LogContents {
+    let mut out = LogContents::default();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != 0 {
+            continue;
+        }
+        let frame = &bytes[start..i];
+        if !frame.is_empty() {
+            match decode_frame(frame) {
+                Ok(r) => out.records.push(r),
+                Err(reason) => out.damaged.push(LogProblem {
+                    offset: start,
+                    len: frame.len(),
+                    reason,
+                }),
+            }
+        }
+        start = i + 1;
+    }
+    if start < bytes.len() {
+        out.torn_tail = Some(LogProblem {
+            offset: start,
+            len: bytes.len() - start,
+            reason: "unterminated final record (write cut short, e.g. power loss)".into(),
+        });
+    }
+    out
+}
+
+/// Read and parse a log file.
+pub fn read_log(path: &Path) -> Result<LogContents> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(parse_log(&bytes))
+}
+
+/// Appends records to a log file, durably.
+pub struct AuditWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl AuditWriter {
+    /// Open (or create) the log for appending. If the file ends in a torn
+    /// frame, a delimiter is written first so the next record starts clean.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len > 0 {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            if bytes.last() != Some(&0) {
+                file.write_all(&[0])
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io(path, e))?;
+            }
+        }
+        Ok(AuditWriter {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Append one record and `fdatasync` before returning.
+    pub fn append(&mut self, record: &AuditRecord) -> Result<()> {
+        self.file
+            .write_all(&encode_frame(record))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}

@@ -1,0 +1,125 @@
+//! The audit log's wire format, frozen byte for byte, and its recovery from
+//! a write cut short at any byte.
+
+use scanside_shared::audit::{
+    AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, AuditWriter, Decision, ErrorKind, ModelRef,
+    ScanRef, encode_frame, parse_log, read_log,
+};
+
+fn classified() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_000_123,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::Classified {
+            scan: ScanRef {
+                name_sha256: [0x11; 32],
+                content_sha256: [0x22; 32],
+            },
+            model: ModelRef {
+                id: "scanside-1f66f6179d2b-int8".into(),
+                sha256: [0x33; 32],
+            },
+            probability: 0.75,
+            decision: Decision::TumourSuspected,
+            latency_ms: 423,
+        },
+    }
+}
+
+fn error() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_000_456,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::Error {
+            scan: None,
+            model: None,
+            kind: ErrorKind::NoScan,
+            detail: "inbox is empty".into(),
+        },
+    }
+}
+
+/// Changing these bytes breaks every log already on a device: bump
+/// `AUDIT_FORMAT_VERSION` and keep a reader for the old version instead.
+const GOLDEN_ERROR: &str =
+    "0f01c8bfd9f29e3405302e312e30010101140e696e626f7820697320656d707479c7814cd400";
+const GOLDEN_CLASSIFIED: &str = "0e01fbbcd9f29e3405302e312e307c111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222221a7363616e736964652d3166363666363137396432622d696e74383333333333333333333333333333333333333333333333333333333333333333010a403f02a70311924b8300";
+
+#[test]
+fn encoding_is_frozen() {
+    assert_eq!(AUDIT_FORMAT_VERSION, 1);
+    assert_eq!(hex::encode(encode_frame(&error())), GOLDEN_ERROR);
+    assert_eq!(hex::encode(encode_frame(&classified())), GOLDEN_CLASSIFIED);
+}
+
+#[test]
+fn frames_have_no_inner_zero_and_round_trip() {
+    for r in [classified(), error()] {
+        let f = encode_frame(&r);
+        assert_eq!(f.last(), Some(&0));
+        assert!(!f[..f.len() - 1].contains(&0));
+        assert_eq!(parse_log(&f).records, [r]);
+    }
+}
+
+#[test]
+fn every_truncation_keeps_every_complete_record() {
+    let records = [classified(), error(), classified(), error()];
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for r in &records {
+        bytes.extend(encode_frame(r));
+        ends.push(bytes.len());
+    }
+    for cut in 0..=bytes.len() {
+        let log = parse_log(&bytes[..cut]);
+        let complete = ends.iter().filter(|&&e| e <= cut).count();
+        assert_eq!(log.records, records[..complete], "cut at {cut}");
+        assert!(log.damaged.is_empty(), "cut at {cut}: {:?}", log.damaged);
+        let at_boundary = cut == 0 || ends.contains(&cut);
+        assert_eq!(log.torn_tail.is_none(), at_boundary, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_damaged_record_is_skipped_and_the_rest_are_read() {
+    let mut bytes = encode_frame(&classified());
+    let second = bytes.len();
+    bytes.extend(encode_frame(&error()));
+    bytes.extend(encode_frame(&classified()));
+    bytes[second + 5] ^= 0x40;
+    let log = parse_log(&bytes);
+    assert_eq!(log.records, [classified(), classified()]);
+    assert_eq!(log.damaged.len(), 1);
+    assert_eq!(log.damaged[0].offset, second);
+}
+
+#[test]
+fn writer_appends_durably_and_recovers_after_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log/audit.log");
+    let mut w = AuditWriter::open(&path).unwrap();
+    w.append(&classified()).unwrap();
+    w.append(&error()).unwrap();
+    drop(w);
+    // Power cut in the middle of a third record.
+    let frame = encode_frame(&classified());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &frame[..frame.len() / 2]).unwrap();
+    drop(f);
+    let torn = read_log(&path).unwrap();
+    assert_eq!(torn.records, [classified(), error()]);
+    assert!(torn.torn_tail.is_some());
+    // After restart, new records follow the torn one and are all readable.
+    let mut w = AuditWriter::open(&path).unwrap();
+    w.append(&error()).unwrap();
+    let log = read_log(&path).unwrap();
+    assert_eq!(log.records, [classified(), error(), error()]);
+    assert_eq!(log.damaged.len(), 1, "the torn half-record is reported");
+    assert!(log.torn_tail.is_none());
+}
