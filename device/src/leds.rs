@@ -42,24 +42,19 @@ impl Pattern {
     }
 }
 
-/// Three LEDs on output pins.
+/// Three LEDs on output pins of one type.
 #[derive(Debug)]
-pub struct LedPanel<G, A, R> {
-    green: G,
-    amber: A,
-    red: R,
+pub struct LedPanel<L> {
+    green: L,
+    amber: L,
+    red: L,
     active_low: bool,
     shown: Option<Lamps>,
 }
 
-impl<G, A, R, E> LedPanel<G, A, R>
-where
-    G: OutputPin<Error = E>,
-    A: OutputPin<Error = E>,
-    R: OutputPin<Error = E>,
-{
+impl<L: OutputPin> LedPanel<L> {
     /// A panel; `active_low` when a low pin lights the LED.
-    pub fn new(green: G, amber: A, red: R, active_low: bool) -> Self {
+    pub fn new(green: L, amber: L, red: L, active_low: bool) -> Self {
         LedPanel {
             green,
             amber,
@@ -70,7 +65,7 @@ where
     }
 
     /// Show `lamps`, writing only the pins that change.
-    pub fn show(&mut self, lamps: Lamps) -> Result<(), E> {
+    pub fn show(&mut self, lamps: Lamps) -> Result<(), L::Error> {
         let old = self.shown;
         let level = |on: bool| PinState::from(on != self.active_low);
         if old.map(|o| o.0) != Some(lamps.0) {
@@ -92,7 +87,7 @@ where
     }
 
     /// Give the pins back.
-    pub fn release(self) -> (G, A, R) {
+    pub fn release(self) -> (L, L, L) {
         (self.green, self.amber, self.red)
     }
 }

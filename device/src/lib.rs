@@ -11,16 +11,27 @@
 //!   `OutputPin`s;
 //! - [`controller`]: the state machine, with no hardware at all;
 //! - [`panel`]: the four wired together, generic over the pin traits, so a
-//!   board backend (or a mock) only supplies pins.
+//!   board backend (or a mock) only supplies pins;
+//! - [`sim`]: the simulated board (in-memory pins);
+//! - [`config`], [`inbox`] and [`appliance`]: the TOML configuration, the
+//!   folder scans arrive in, and the main loop that ties panel, model,
+//!   inbox and audit log together.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
 
+pub mod appliance;
 pub mod button;
 pub mod clock;
+pub mod config;
 pub mod controller;
+pub mod error;
+pub mod inbox;
 pub mod leds;
 pub mod panel;
+pub mod sim;
+
+pub use error::{Error, Result};
 
 /// Firmware version (the workspace version).
 pub const VERSION: &str = scanside_shared::SCANSIDE_VERSION;

@@ -1,9 +1,10 @@
 //! `scanside-device`: the firmware's command line.
 //!
 //! `classify` prints the same result lines as the host's `scanside classify`
-//! (both call `scanside_shared::classifier::classify_files`); `log` prints
-//! the audit log. The appliance loop (`run`: inbox, button, LEDs, systemd)
-//! is not built yet and says so.
+//! (both call `scanside_shared::classifier::classify_command`); `log` prints
+//! the audit log; `run` is the appliance loop (the simulated board so far:
+//! the Raspberry Pi and GPIO-character-device backends and systemd
+//! notification are not built yet and say so).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use scanside_device::appliance::Appliance;
+use scanside_device::clock::MonotonicClock;
+use scanside_device::config::{BoardKind, DeviceConfig};
+use scanside_device::panel::Polarity;
+use scanside_device::sim::{LedLog, SimButton};
 use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::classify_command;
 
@@ -46,7 +56,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The appliance loop (not implemented yet).
+    /// The appliance loop: button, LEDs, inbox, audit log (board "sim" only so far).
     Run {
         /// Configuration file.
         #[arg(long, default_value = "/etc/scanside/device.toml")]
@@ -75,13 +85,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Log { path, json } => print_log(&path, json),
-        Command::Run { config } => {
-            anyhow::bail!(
-                "`run` (config {}) is not implemented yet: the appliance loop, inbox and \
-                 board backends are still to be built",
-                config.display()
-            )
+        Command::Run { config } => run_appliance(&config),
+    }
+}
+
+fn run_appliance(config_path: &std::path::Path) -> Result<ExitCode> {
+    let config = DeviceConfig::load(config_path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    match config.board {
+        BoardKind::Sim => {
+            let (button, handle) = SimButton::new();
+            let leds = LedLog::new(true);
+            // Enter presses the button briefly; "l" + Enter holds it long.
+            let long = Duration::from_millis(config.timing.long_press_ms + 200);
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    let hold = if line.trim() == "l" {
+                        long
+                    } else {
+                        Duration::from_millis(150)
+                    };
+                    handle.press_for(hold);
+                }
+            });
+            eprintln!("sim board: Enter = press, l + Enter = long press, Ctrl-C = stop");
+            let mut appliance = Appliance::start(
+                &config,
+                button,
+                leds.leds(),
+                MonotonicClock::new(),
+                Polarity::default(),
+            )?;
+            appliance.run_until(&stop, || {})?;
+            eprintln!("\nstopped; LEDs off, audit log flushed");
+            Ok(ExitCode::SUCCESS)
         }
+        BoardKind::Rpi | BoardKind::Cdev => anyhow::bail!(
+            "{}: board {:?} is not built yet; use board = \"sim\"",
+            config_path.display(),
+            config.board
+        ),
     }
 }
 

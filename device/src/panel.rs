@@ -11,9 +11,9 @@ use scanside_shared::audit::Decision;
 
 /// Button, LEDs and behaviour.
 #[derive(Debug)]
-pub struct Panel<B, G, A, R, C> {
+pub struct Panel<B, L, C> {
     button: Button<B>,
-    leds: LedPanel<G, A, R>,
+    leds: LedPanel<L>,
     clock: C,
     controller: Controller,
 }
@@ -27,18 +27,16 @@ pub struct Polarity {
     pub leds_active_low: bool,
 }
 
-impl<B, G, A, R, C, E> Panel<B, G, A, R, C>
+impl<B, L, C, E> Panel<B, L, C>
 where
     B: InputPin<Error = E>,
-    G: OutputPin<Error = E>,
-    A: OutputPin<Error = E>,
-    R: OutputPin<Error = E>,
+    L: OutputPin<Error = E>,
     C: Clock,
 {
     /// Assemble a panel; nothing is written to the pins yet.
     pub fn new(
         button: B,
-        (green, amber, red): (G, A, R),
+        (green, amber, red): (L, L, L),
         clock: C,
         polarity: Polarity,
         timing: ButtonTiming,
@@ -95,7 +93,7 @@ where
     }
 
     /// Give the pins back.
-    pub fn release(self) -> (B, (G, A, R)) {
+    pub fn release(self) -> (B, (L, L, L)) {
         (self.button.release(), self.leds.release())
     }
 }

@@ -55,7 +55,7 @@ fn set(levels: &[State]) -> Vec<T> {
 
 use State::{High, Low};
 
-type MockPanel = Panel<Mock, Mock, Mock, Mock, FakeClock>;
+type MockPanel = Panel<Mock, Mock, FakeClock>;
 
 fn panel(
     button: &[State],

@@ -1,0 +1,280 @@
+//! The device configuration: one TOML file, every mistake reported with the
+//! key that is wrong.
+//!
+//! ```toml
+//! model = "/usr/share/scanside/models/brain-mri-vgg16-int8.onnx"
+//! model_sha256 = "dbc7fe88…"            # optional: refuse any other model file
+//! inbox = "/var/lib/scanside/inbox"
+//! audit_log = "/var/lib/scanside/audit.log"
+//! board = "sim"                         # "sim", "rpi" or "cdev"
+//!
+//! [pins]                                # BCM numbers (rpi) or line offsets (cdev)
+//! chip = "/dev/gpiochip0"
+//! button = 17
+//! green = 22
+//! amber = 27
+//! red = 23
+//! button_active_low = true
+//! leds_active_low = false
+//!
+//! [decision]
+//! uncertain_band = 0.03                 # amber within ± this of the model's threshold
+//!
+//! [timing]
+//! debounce_ms = 30
+//! long_press_ms = 2000
+//! result_ms = 10000
+//! poll_ms = 10
+//! inbox_settle_ms = 2000                # a scan counts once unmodified this long
+//! ```
+//!
+//! Unknown keys are errors too (a misspelt key must not silently fall back
+//! to a default).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Which pins drive the panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoardKind {
+    /// A terminal: Enter is the button, LEDs are coloured dots.
+    Sim,
+    /// Raspberry Pi through rppal.
+    Rpi,
+    /// Any Linux board through the GPIO character device.
+    Cdev,
+}
+
+/// Pin numbers and polarity.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pins {
+    /// GPIO character device (cdev board).
+    #[serde(default = "default_chip")]
+    pub chip: PathBuf,
+    /// Button input.
+    pub button: u32,
+    /// Green LED.
+    pub green: u32,
+    /// Amber LED.
+    pub amber: u32,
+    /// Red LED.
+    pub red: u32,
+    /// Pressing pulls the button pin low (pull-up wiring).
+    #[serde(default = "yes")]
+    pub button_active_low: bool,
+    /// A low pin lights an LED.
+    #[serde(default)]
+    pub leds_active_low: bool,
+}
+
+fn default_chip() -> PathBuf {
+    PathBuf::from("/dev/gpiochip0")
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How probabilities become colours.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    /// Half-width of the amber band around the model's threshold.
+    #[serde(default = "default_band")]
+    pub uncertain_band: f32,
+}
+
+fn default_band() -> f32 {
+    0.03
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig {
+            uncertain_band: default_band(),
+        }
+    }
+}
+
+/// Timings, milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// A button level must hold this long.
+    pub debounce_ms: u64,
+    /// Held this long, a press shows the last result again.
+    pub long_press_ms: u64,
+    /// A result or error stays lit this long.
+    pub result_ms: u64,
+    /// Main-loop period.
+    pub poll_ms: u64,
+    /// A scan file counts as complete once unmodified this long.
+    pub inbox_settle_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            debounce_ms: 30,
+            long_press_ms: 2000,
+            result_ms: 10_000,
+            poll_ms: 10,
+            inbox_settle_ms: 2000,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The model file.
+    pub model: PathBuf,
+    /// Expected SHA-256 of the model file (hex); checked at start-up.
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    /// The folder scans arrive in.
+    pub inbox: PathBuf,
+    /// The audit log file.
+    pub audit_log: PathBuf,
+    /// The board backend.
+    pub board: BoardKind,
+    /// Pins (required for `rpi` and `cdev`).
+    #[serde(default)]
+    pub pins: Option<Pins>,
+    /// Decision band.
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    /// Timings.
+    #[serde(default)]
+    pub timing: Timing,
+}
+
+impl DeviceConfig {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate configuration text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let c: DeviceConfig = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if let Some(sha) = &c.model_sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad(format!(
+                "`model_sha256`: expected 64 hex digits, got {sha:?}"
+            )));
+        }
+        if !(0.0..0.5).contains(&c.decision.uncertain_band) {
+            return Err(bad(format!(
+                "`decision.uncertain_band`: must be in [0, 0.5), got {}",
+                c.decision.uncertain_band
+            )));
+        }
+        let t = &c.timing;
+        if t.poll_ms == 0 || t.poll_ms > 100 {
+            return Err(bad(format!(
+                "`timing.poll_ms`: must be in 1..=100, got {}",
+                t.poll_ms
+            )));
+        }
+        if t.long_press_ms <= t.debounce_ms {
+            return Err(bad(format!(
+                "`timing.long_press_ms` ({}) must exceed `timing.debounce_ms` ({})",
+                t.long_press_ms, t.debounce_ms
+            )));
+        }
+        match (&c.pins, c.board) {
+            (None, BoardKind::Rpi | BoardKind::Cdev) => {
+                return Err(bad(format!(
+                    "`pins`: required for board = \"{}\"",
+                    if c.board == BoardKind::Rpi {
+                        "rpi"
+                    } else {
+                        "cdev"
+                    }
+                )));
+            }
+            (Some(p), _) => {
+                let all = [
+                    ("pins.button", p.button),
+                    ("pins.green", p.green),
+                    ("pins.amber", p.amber),
+                    ("pins.red", p.red),
+                ];
+                for (i, (a, x)) in all.iter().enumerate() {
+                    if let Some((b, _)) = all[i + 1..].iter().find(|(_, y)| y == x) {
+                        return Err(bad(format!("`{a}` and `{b}` are both pin {x}")));
+                    }
+                }
+            }
+            (None, BoardKind::Sim) => {}
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+model = "m.onnx"
+inbox = "in"
+audit_log = "audit.log"
+board = "cdev"
+[pins]
+button = 17
+green = 22
+amber = 27
+red = 23
+"#;
+
+    fn err(text: &str) -> String {
+        DeviceConfig::parse(text, Path::new("device.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_file_gets_defaults() {
+        let c = DeviceConfig::parse(GOOD, Path::new("device.toml")).unwrap();
+        assert_eq!(c.board, BoardKind::Cdev);
+        let p = c.pins.unwrap();
+        assert!(p.button_active_low && !p.leds_active_low);
+        assert_eq!(p.chip, PathBuf::from("/dev/gpiochip0"));
+        assert_eq!(c.timing, Timing::default());
+        assert_eq!(c.decision.uncertain_band, 0.03);
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let e = err(&GOOD.replace("button = 17", "buton = 17"));
+        assert!(e.contains("buton") && e.contains("device.toml"), "{e}");
+        let e = err(&GOOD.replace("red = 23", "red = \"23\""));
+        assert!(e.contains("red"), "{e}");
+        let e = err(&GOOD.replace("red = 23", "red = 22"));
+        assert!(e.contains("`pins.green` and `pins.red`"), "{e}");
+        let e = err(&format!("{GOOD}[decision]\nuncertain_band = 0.7\n"));
+        assert!(e.contains("decision.uncertain_band"), "{e}");
+        let e = err(&format!("{GOOD}[timing]\npoll_ms = 0\n"));
+        assert!(e.contains("timing.poll_ms"), "{e}");
+        let e = err(&GOOD.replace("inbox = \"in\"\n", ""));
+        assert!(e.contains("inbox"), "{e}");
+        let e = err(&format!("model_sha256 = \"abc\"\n{GOOD}"));
+        assert!(e.contains("model_sha256"), "{e}");
+        let sim_without_pins = "model = \"m\"\ninbox = \"i\"\naudit_log = \"l\"\nboard = \"rpi\"\n";
+        assert!(err(sim_without_pins).contains("`pins`"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The simulated board: pins in memory, for a laptop and for tests.
+//!
+//! [`SimButton`] is an `InputPin` whose level a [`ButtonHandle`] sets (the
+//! terminal's Enter key, or a test); [`SimLed`] is an `OutputPin` that
+//! records every level it is given and can draw the panel as coloured dots.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
+
+/// The simulated button pin (active high: pressed reads high).
+#[derive(Clone, Debug, Default)]
+pub struct SimButton {
+    pressed: Arc<AtomicBool>,
+}
+
+/// Presses the simulated button.
+#[derive(Clone, Debug)]
+pub struct ButtonHandle {
+    pressed: Arc<AtomicBool>,
+}
+
+impl SimButton {
+    /// A released button and the handle that presses it.
+    pub fn new() -> (Self, ButtonHandle) {
+        let b = SimButton::default();
+        let h = ButtonHandle {
+            pressed: b.pressed.clone(),
+        };
+        (b, h)
+    }
+}
+
+impl ButtonHandle {
+    /// Hold the button for `duration` (blocks the calling thread).
+    pub fn press_for(&self, duration: Duration) {
+        self.pressed.store(true, Ordering::SeqCst);
+        std::thread::sleep(duration);
+        self.pressed.store(false, Ordering::SeqCst);
+    }
+}
+
+impl ErrorType for SimButton {
+    type Error = Infallible;
+}
+
+impl InputPin for SimButton {
+    fn is_high(&mut self) -> Result<bool, Infallible> {
+        Ok(self.pressed.load(Ordering::SeqCst))
+    }
+
+    fn is_low(&mut self) -> Result<bool, Infallible> {
+        Ok(!self.pressed.load(Ordering::SeqCst))
+    }
+}
+
+/// Every level each LED was set to, shared between the LEDs and observers.
+#[derive(Clone, Debug, Default)]
+pub struct LedLog {
+    /// (green, amber, red) after each change.
+    pub changes: Arc<Mutex<Vec<(bool, bool, bool)>>>,
+    state: Arc<Mutex<(bool, bool, bool)>>,
+    draw: bool,
+}
+
+impl LedLog {
+    /// A log that also draws each change on stderr when `draw`.
+    pub fn new(draw: bool) -> Self {
+        LedLog {
+            draw,
+            ..Default::default()
+        }
+    }
+
+    /// The three simulated LEDs writing to this log.
+    pub fn leds(&self) -> (SimLed, SimLed, SimLed) {
+        let led = |index| SimLed {
+            index,
+            log: self.clone(),
+        };
+        (led(0), led(1), led(2))
+    }
+
+    /// Lamps now.
+    pub fn current(&self) -> (bool, bool, bool) {
+        *self.state.lock().expect("not poisoned")
+    }
+
+    /// Every distinct lamp state so far, in order.
+    pub fn history(&self) -> Vec<(bool, bool, bool)> {
+        self.changes.lock().expect("not poisoned").clone()
+    }
+}
+
+/// One simulated LED (0 green, 1 amber, 2 red); high = lit.
+#[derive(Debug)]
+pub struct SimLed {
+    index: usize,
+    log: LedLog,
+}
+
+impl ErrorType for SimLed {
+    type Error = Infallible;
+}
+
+impl SimLed {
+    fn set(&mut self, on: bool) {
+        let mut state = self.log.state.lock().expect("not poisoned");
+        let slot = match self.index {
+            0 => &mut state.0,
+            1 => &mut state.1,
+            _ => &mut state.2,
+        };
+        if *slot == on {
+            return;
+        }
+        *slot = on;
+        let now = *state;
+        self.log.changes.lock().expect("not poisoned").push(now);
+        if self.log.draw {
+            let dot = |on: bool, colour: &str| {
+                if on {
+                    format!("\x1b[{colour}m●\x1b[0m")
+                } else {
+                    "○".to_string()
+                }
+            };
+            eprint!(
+                "\r  {} {} {}  ",
+                dot(now.0, "32"),
+                dot(now.1, "33"),
+                dot(now.2, "31")
+            );
+        }
+    }
+}
+
+impl OutputPin for SimLed {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.set(false);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.set(true);
+        Ok(())
+    }
+}

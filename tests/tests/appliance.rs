@@ -1,0 +1,161 @@
+//! The appliance end to end on the simulated board: real shipped model,
+//! real inbox folder, real audit log; the button is pressed from another
+//! thread and the LEDs are read back from their log.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use scanside_device::appliance::Appliance;
+use scanside_device::clock::MonotonicClock;
+use scanside_device::config::DeviceConfig;
+use scanside_device::controller::State;
+use scanside_device::panel::Polarity;
+use scanside_device::sim::{ButtonHandle, LedLog, SimButton, SimLed};
+use scanside_e2e::{team_data, workspace};
+use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
+use scanside_shared::shipped::SHIPPED_MODEL_FILE;
+
+type SimAppliance = Appliance<SimButton, SimLed, MonotonicClock>;
+
+fn config(dir: &Path, sha: Option<&str>) -> DeviceConfig {
+    let model = workspace().join("models").join(SHIPPED_MODEL_FILE);
+    let sha = sha.map_or(String::new(), |s| format!("model_sha256 = \"{s}\"\n"));
+    let text = format!(
+        "model = {model:?}\n{sha}inbox = {:?}\naudit_log = {:?}\nboard = \"sim\"\n\
+         [timing]\ndebounce_ms = 20\nlong_press_ms = 1000\nresult_ms = 400\npoll_ms = 5\ninbox_settle_ms = 0\n",
+        dir.join("inbox"),
+        dir.join("audit.log"),
+    );
+    DeviceConfig::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+/// Press briefly, then run the loop until the press is over and
+/// `done(state)` holds (or fail after 2 min).
+fn press_until(app: &mut SimAppliance, button: &ButtonHandle, done: impl Fn(State) -> bool) {
+    let b = button.clone();
+    let presser = std::thread::spawn(move || b.press_for(Duration::from_millis(100)));
+    let start = Instant::now();
+    // The press is over (released and debounced) 100 + 20 ms after it
+    // started; only then may the state be the answer to it.
+    while !(start.elapsed() > Duration::from_millis(200) && done(app.state())) {
+        app.step().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "stuck in {:?}",
+            app.state()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    presser.join().unwrap();
+}
+
+fn link(inbox: &Path, source: &Path) -> PathBuf {
+    let dest = inbox.join(source.file_name().unwrap());
+    std::os::unix::fs::symlink(source, &dest).unwrap();
+    dest
+}
+
+#[test]
+fn press_classifies_the_newest_scan_records_it_and_files_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), None);
+    let (button, handle) = SimButton::new();
+    let leds = LedLog::new(false);
+    let mut app = Appliance::start(
+        &cfg,
+        button,
+        leds.leds(),
+        MonotonicClock::new(),
+        Polarity::default(),
+    )
+    .unwrap();
+
+    // Empty inbox: error pattern, recorded.
+    press_until(&mut app, &handle, |s| s == State::Error(ErrorKind::NoScan));
+    assert!(leds.history().contains(&(false, false, true)));
+
+    // A tumour scan: busy (amber) then red, recorded, moved to processed/.
+    let inbox = dir.path().join("inbox");
+    let scan = link(&inbox, &team_data().join("yes/Y1.jpg"));
+    press_until(&mut app, &handle, |s| {
+        s == State::Result(Decision::TumourSuspected)
+    });
+    assert_eq!(leds.current(), (false, false, true));
+    assert!(leds.history().contains(&(false, true, false)), "busy amber");
+    assert!(!scan.exists() && inbox.join("processed/Y1.jpg").exists());
+
+    // A no-tumour scan: green.
+    link(&inbox, &team_data().join("no/1 no.jpeg"));
+    press_until(&mut app, &handle, |s| {
+        s == State::Result(Decision::NoTumour)
+    });
+    assert_eq!(leds.current(), (true, false, false));
+
+    // An unreadable file: error, kept in rejected/.
+    std::fs::write(inbox.join("broken.jpg"), b"not an image").unwrap();
+    press_until(&mut app, &handle, |s| {
+        s == State::Error(ErrorKind::UnreadableScan)
+    });
+    assert!(inbox.join("rejected/broken.jpg").exists());
+
+    let log = read_log(&cfg.audit_log).unwrap();
+    assert!(log.damaged.is_empty() && log.torn_tail.is_none());
+    let kinds: Vec<String> = log
+        .records
+        .iter()
+        .map(|r| match &r.event {
+            AuditEvent::Classified { decision, .. } => format!("{decision:?}"),
+            AuditEvent::Error { kind, .. } => format!("{kind:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["NoScan", "TumourSuspected", "NoTumour", "UnreadableScan"]
+    );
+    let AuditEvent::Classified {
+        scan,
+        probability,
+        model,
+        ..
+    } = &log.records[1].event
+    else {
+        unreachable!()
+    };
+    let bytes = std::fs::read(team_data().join("yes/Y1.jpg")).unwrap();
+    assert_eq!(
+        hex_of(&scan.content_sha256),
+        scanside_shared::sha256_hex(&bytes)
+    );
+    assert_eq!(
+        hex_of(&scan.name_sha256),
+        scanside_shared::sha256_hex(b"Y1.jpg")
+    );
+    assert!(model.id.ends_with("-int8"));
+    // The recorded decision of the shipped model for this scan.
+    let expected = std::fs::read_to_string(workspace().join("models/expected.jsonl")).unwrap();
+    let y1: serde_json::Value = serde_json::from_str(expected.lines().next().unwrap()).unwrap();
+    assert_eq!(y1["file"], "yes/Y1.jpg");
+    assert!((probability - y1["probability"].as_f64().unwrap() as f32).abs() < 1e-5);
+}
+
+fn hex_of(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_model_that_is_not_the_configured_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Some(&"0".repeat(64)));
+    let (button, _) = SimButton::new();
+    let leds = LedLog::new(false);
+    let Err(e) = Appliance::start(
+        &cfg,
+        button,
+        leds.leds(),
+        MonotonicClock::new(),
+        Polarity::default(),
+    ) else {
+        panic!("a mismatching model was accepted");
+    };
+    assert!(e.to_string().contains("SHA-256"), "{e}");
+}
