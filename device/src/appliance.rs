@@ -1,26 +1,30 @@
 //! The appliance loop: panel + inbox + model + audit log.
 //!
-//! [`Appliance::start`] loads the model, checks its SHA-256 against the
-//! configuration, runs one warm-up inference and opens the audit log; after
-//! that a press only runs the already-optimised plan. [`Appliance::step`] is
+//! [`Appliance::start`] opens the audit log and the inbox, loads the model,
+//! checks its SHA-256 against the configuration and runs one warm-up
+//! inference; after that a press only runs the already-optimised plan. A
+//! refused model puts the panel out of service (red blinking, presses
+//! ignored) with the reason in the log and the audit log, rather than
+//! exiting: the box says it is broken instead of going dark. [`Appliance::step`] is
 //! one turn of the main loop: poll the panel; on a short press pick the
-//! newest complete scan and classify it on a worker thread (the LEDs keep
+//! newest complete scan and hand it to the [`Worker`] thread (the LEDs keep
 //! blinking meanwhile); when the worker is done, show the decision, append
 //! the audit record (fsynced) and move the scan out of the inbox. Every
 //! outcome, including "no scan" and unreadable files, is recorded.
+//!
+//! Log lines name a scan by a hash of its file name ([`scan_label`]), as
+//! the audit log does: scanner exports often put patient names in file
+//! names.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use embedded_hal::digital::{InputPin, OutputPin};
 
 use scanside_shared::audit::{
-    AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, AuditWriter, ErrorKind, ModelRef, ScanRef,
+    AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, AuditWriter, ErrorKind, ModelRef,
 };
-use scanside_shared::classifier::Classifier;
 use scanside_shared::sha256_hex;
 
 use crate::button::ButtonTiming;
@@ -29,11 +33,12 @@ use crate::config::DeviceConfig;
 use crate::controller::{Command, ControllerConfig, Outcome};
 use crate::inbox::Inbox;
 use crate::panel::{Panel, Polarity};
+use crate::worker::{ScanOutcome, Worker, WorkerPoll};
 use crate::{Error, Result, VERSION};
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+fn sha256_bytes(hex_digest: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(sha256_hex(bytes), &mut out).expect("64 hex digits");
+    hex::decode_to_slice(hex_digest, &mut out).expect("64 hex digits");
     out
 }
 
@@ -43,44 +48,26 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Load a model and check it: SHA-256 against `expected` (if given), then
-/// one warm-up inference. Uses every core for each inference.
-pub fn load_model(path: &Path, expected: Option<&str>) -> Result<Classifier> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let actual = sha256_hex(&bytes);
-    if let Some(want) = expected
-        && !want.eq_ignore_ascii_case(&actual)
-    {
-        return Err(Error::Model(format!(
-            "{}: SHA-256 is {actual}, the configuration expects {want}; refusing to run it",
-            path.display()
-        )));
-    }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let classifier = Classifier::from_bytes(&bytes, path)?.with_threads(cores);
-    let spec = &classifier.manifest().preprocessing;
-    let zeros = scanside_shared::preprocess::InputTensor {
-        shape: spec.input_shape(1),
-        data: vec![0.0; spec.input_shape(1).iter().product()],
-    };
-    classifier.positive_probability(&zeros)?;
-    Ok(classifier)
+/// How a log line names a scan: `scan ` and the first 12 hex digits of
+/// the SHA-256 of its file name (the audit log's `name_sha256`).
+pub fn scan_label(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("scan {}", &sha256_hex(name.as_bytes())[..12])
 }
-
-/// What the worker thread reports.
-type WorkerResult = (
-    PathBuf,
-    std::result::Result<(ScanRef, f32), (Option<ScanRef>, ErrorKind, String)>,
-);
 
 /// The running appliance.
 pub struct Appliance<B, L, C> {
     panel: Panel<B, L, C>,
     inbox: Inbox,
     audit: AuditWriter,
-    classifier: Arc<Classifier>,
-    model: ModelRef,
-    worker: Option<(Receiver<WorkerResult>, Instant)>,
+    /// The worker with the verified model, or why the model was refused
+    /// (out of service).
+    model: std::result::Result<(Worker, ModelRef), String>,
+    /// When the scan being classified was handed to the worker.
+    busy_since: Option<Instant>,
     poll: Duration,
 }
 
@@ -91,7 +78,10 @@ where
     C: Clock,
     E: std::fmt::Debug,
 {
-    /// Start up: model, audit log, inbox, panel (idle).
+    /// Start up: panel, audit log, inbox, then the model. A wrong or
+    /// unreadable model does not fail here: the appliance starts out of
+    /// service ([`Appliance::fault`] says why). Errors are for what makes
+    /// the box unable to record anything (audit log, inbox).
     pub fn start(
         config: &DeviceConfig,
         button: B,
@@ -99,44 +89,77 @@ where
         clock: C,
         polarity: Polarity,
     ) -> Result<Self> {
-        let classifier = load_model(&config.model, config.model_sha256.as_deref())?;
-        let audit = AuditWriter::open(&config.audit_log)?;
-        let inbox = Inbox::open(&config.inbox, config.timing.inbox_settle_ms)?;
-        let m = classifier.manifest();
-        let controller = ControllerConfig {
-            threshold: m.threshold,
-            uncertain_band: config.decision.uncertain_band,
-            show_ms: config.timing.result_ms,
-        };
         let timing = ButtonTiming {
             debounce_ms: config.timing.debounce_ms,
             long_press_ms: config.timing.long_press_ms,
         };
-        let model = ModelRef {
-            id: m.model_id.clone(),
-            sha256: hex::decode(classifier.sha256())
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or([0; 32]),
+        let audit = AuditWriter::open(&config.audit_log)?;
+        let inbox = Inbox::open(&config.inbox, config.timing.inbox_settle_ms)?;
+        let loaded = Worker::start(&config.model, config.model_sha256.as_deref());
+        // The threshold comes from the model; a refused model never decides.
+        let threshold = loaded.as_ref().map_or(0.5, |(_, m)| m.manifest.threshold);
+        let controller = ControllerConfig {
+            threshold,
+            uncertain_band: config.decision.uncertain_band,
+            show_ms: config.timing.result_ms,
         };
         let mut panel = Panel::new(button, leds, clock, polarity, timing, controller);
-        panel.poll().map_err(gpio)?;
-        eprintln!(
-            "scanside-device {VERSION}: model {} ({}) ready; inbox {}; audit log {}",
-            m.model_id,
-            config.model.display(),
-            config.inbox.display(),
-            config.audit_log.display()
-        );
-        Ok(Appliance {
+        let model = match loaded {
+            Ok((worker, loaded)) => {
+                panel.poll().map_err(gpio)?;
+                let m = &loaded.manifest;
+                eprintln!(
+                    "scanside-device {VERSION}: model {} ({}) ready; inbox {} ({}); audit log {}",
+                    m.model_id,
+                    config.model.display(),
+                    config.inbox.display(),
+                    if inbox.is_watched() {
+                        "watched"
+                    } else {
+                        "not watched: settle time only"
+                    },
+                    config.audit_log.display()
+                );
+                let model = ModelRef {
+                    id: m.model_id.clone(),
+                    sha256: sha256_bytes(&loaded.sha256),
+                };
+                Ok((worker, model))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                eprintln!("error: out of service: {reason}");
+                panel.fault(ErrorKind::ModelFailure).map_err(gpio)?;
+                Err(reason)
+            }
+        };
+        let mut appliance = Appliance {
             panel,
             inbox,
             audit,
-            classifier: Arc::new(classifier),
             model,
-            worker: None,
+            busy_since: None,
             poll: Duration::from_millis(config.timing.poll_ms),
-        })
+        };
+        if let Err(reason) = &appliance.model {
+            let detail = reason.clone();
+            appliance.record(AuditEvent::Error {
+                scan: None,
+                model: None,
+                kind: ErrorKind::ModelFailure,
+                detail,
+            })?;
+        }
+        Ok(appliance)
+    }
+
+    /// Why the appliance is out of service, if it is.
+    pub fn fault(&self) -> Option<&str> {
+        self.model.as_ref().err().map(String::as_str)
+    }
+
+    fn model_ref(&self) -> Option<ModelRef> {
+        self.model.as_ref().ok().map(|(_, m)| m.clone())
     }
 
     fn record(&mut self, event: AuditEvent) -> Result<()> {
@@ -150,6 +173,10 @@ where
     }
 
     fn start_job(&mut self) -> Result<()> {
+        if self.model.is_err() {
+            // Out of service: the panel ignores presses, so this is not reached.
+            return Ok(());
+        }
         let Some(scan) = self.inbox.newest_ready(SystemTime::now())? else {
             eprintln!("press: no complete scan in {}", self.inbox.dir().display());
             self.panel
@@ -157,22 +184,38 @@ where
                 .map_err(gpio)?;
             return self.record(AuditEvent::Error {
                 scan: None,
-                model: Some(self.model.clone()),
+                model: self.model_ref(),
                 kind: ErrorKind::NoScan,
                 detail: "no complete scan in the inbox".into(),
             });
         };
-        let (tx, rx) = channel();
-        let classifier = self.classifier.clone();
-        std::thread::spawn(move || {
-            let result = classify(&classifier, &scan);
-            let _ = tx.send((scan, result));
-        });
-        self.worker = Some((rx, Instant::now()));
-        Ok(())
+        eprintln!("press: classifying {}", scan_label(&scan));
+        let submitted = matches!(&self.model, Ok((worker, _)) if worker.submit(scan));
+        if submitted {
+            self.busy_since = Some(Instant::now());
+            Ok(())
+        } else {
+            self.worker_died()
+        }
     }
 
-    fn finish_job(&mut self, (scan, result): WorkerResult, started: Instant) -> Result<()> {
+    /// The worker thread is gone: out of service, recorded.
+    fn worker_died(&mut self) -> Result<()> {
+        self.busy_since = None;
+        let model = self.model_ref();
+        let detail = "the classifier thread died; restart the service".to_string();
+        eprintln!("error: out of service: {detail}");
+        self.model = Err(detail.clone());
+        self.panel.fault(ErrorKind::ModelFailure).map_err(gpio)?;
+        self.record(AuditEvent::Error {
+            scan: None,
+            model,
+            kind: ErrorKind::ModelFailure,
+            detail,
+        })
+    }
+
+    fn finish_job(&mut self, scan: PathBuf, result: ScanOutcome, started: Instant) -> Result<()> {
         let latency_ms = started.elapsed().as_millis() as u32;
         match result {
             Ok((scan_ref, probability)) => {
@@ -181,26 +224,28 @@ where
                     .finish(&Outcome::Classified { probability })
                     .map_err(gpio)?
                     .expect("a probability always gives a decision");
+                let model = self.model_ref().expect("only a loaded model classifies");
                 self.record(AuditEvent::Classified {
                     scan: scan_ref,
-                    model: self.model.clone(),
+                    model,
                     probability,
                     decision,
                     latency_ms,
                 })?;
                 let moved = self.inbox.mark_processed(&scan)?;
                 eprintln!(
-                    "classified {}: {decision:?} (p = {probability:.4}, {latency_ms} ms) → {}",
-                    scan.display(),
-                    moved.display()
+                    "classified {}: {decision:?} (p = {probability:.4}, {latency_ms} ms), moved to {}/",
+                    scan_label(&scan),
+                    moved.parent().unwrap_or(Path::new("")).display()
                 );
             }
             Err((scan_ref, kind, detail)) => {
                 self.panel.finish(&Outcome::Failed(kind)).map_err(gpio)?;
-                eprintln!("{}: {kind:?}: {detail}", scan.display());
+                // The detail may quote the path: log the label only.
+                eprintln!("{}: {kind:?}", scan_label(&scan));
                 self.record(AuditEvent::Error {
                     scan: scan_ref,
-                    model: Some(self.model.clone()),
+                    model: self.model_ref(),
                     kind,
                     detail: detail.clone(),
                 })?;
@@ -215,29 +260,23 @@ where
 
     /// One turn of the main loop (does not sleep).
     pub fn step(&mut self) -> Result<()> {
+        if self.inbox.is_watched() {
+            let arrived = self.inbox.refresh();
+            if arrived > 0 {
+                eprintln!("inbox: {arrived} scan(s) arrived");
+            }
+        }
         if let Some(Command::ClassifyNewest) = self.panel.poll().map_err(gpio)? {
             self.start_job()?;
         }
-        if let Some((rx, started)) = &self.worker {
-            let started = *started;
-            match rx.try_recv() {
-                Ok(done) => {
-                    self.worker = None;
-                    self.finish_job(done, started)?;
+        if let (Some(started), Ok((worker, _))) = (self.busy_since, &self.model) {
+            match worker.poll() {
+                WorkerPoll::Done(scan, outcome) => {
+                    self.busy_since = None;
+                    self.finish_job(scan, outcome, started)?;
                 }
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => {
-                    self.worker = None;
-                    self.panel
-                        .finish(&Outcome::Failed(ErrorKind::ModelFailure))
-                        .map_err(gpio)?;
-                    self.record(AuditEvent::Error {
-                        scan: None,
-                        model: Some(self.model.clone()),
-                        kind: ErrorKind::ModelFailure,
-                        detail: "classification worker died".into(),
-                    })?;
-                }
+                WorkerPoll::Pending => {}
+                WorkerPoll::Died => self.worker_died()?,
             }
         }
         Ok(())
@@ -247,7 +286,7 @@ where
     /// turn (the systemd watchdog); then LEDs off. Waits for a running
     /// classification so its record is not lost.
     pub fn run_until(&mut self, stop: &AtomicBool, mut tick: impl FnMut()) -> Result<()> {
-        while !stop.load(Ordering::SeqCst) || self.worker.is_some() {
+        while !stop.load(Ordering::SeqCst) || self.busy_since.is_some() {
             self.step()?;
             tick();
             std::thread::sleep(self.poll);
@@ -264,28 +303,4 @@ where
 
 fn gpio(e: impl std::fmt::Debug) -> Error {
     Error::Gpio(format!("{e:?}"))
-}
-
-/// Read, hash and classify one scan.
-fn classify(
-    classifier: &Classifier,
-    scan: &Path,
-) -> std::result::Result<(ScanRef, f32), (Option<ScanRef>, ErrorKind, String)> {
-    let bytes =
-        std::fs::read(scan).map_err(|e| (None, ErrorKind::UnreadableScan, e.to_string()))?;
-    let name = scan
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let scan_ref = ScanRef {
-        name_sha256: sha256(name.as_bytes()),
-        content_sha256: sha256(&bytes),
-    };
-    match classifier.classify_bytes(&bytes, scan) {
-        Ok(c) => Ok((scan_ref, c.probability)),
-        Err(e @ scanside_shared::Error::Inference(_)) => {
-            Err((Some(scan_ref), ErrorKind::ModelFailure, e.to_string()))
-        }
-        Err(e) => Err((Some(scan_ref), ErrorKind::UnreadableScan, e.to_string())),
-    }
 }

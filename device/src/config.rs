@@ -259,6 +259,20 @@ red = 23
     }
 
     #[test]
+    fn the_shipped_configurations_are_valid() {
+        for (name, text) in [
+            (
+                "device.example.toml",
+                include_str!("../device.example.toml"),
+            ),
+            ("device.toml", include_str!("../device.toml")),
+        ] {
+            let c = DeviceConfig::parse(text, Path::new(name)).unwrap();
+            assert!(c.pins.is_some() && c.model_sha256.is_some(), "{name}");
+        }
+    }
+
+    #[test]
     fn every_error_names_its_key() {
         let e = err(&GOOD.replace("button = 17", "buton = 17"));
         assert!(e.contains("buton") && e.contains("device.toml"), "{e}");

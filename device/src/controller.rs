@@ -8,6 +8,8 @@
 //!    ▲  long press: show the last result again            │
 //!    └────────────────────────────────────────────────────┘
 //!                     after `show_ms`
+//!
+//!   any ── fault (model refused at start-up) ──▶ Fault   (until shutdown)
 //! ```
 //!
 //! It is told about presses and classification outcomes, answers with a
@@ -59,6 +61,9 @@ pub enum State {
     Result(Decision),
     /// Showing an error.
     Error(ErrorKind),
+    /// Out of service (the model was refused): the error pattern stays and
+    /// presses are ignored until the program is restarted.
+    Fault(ErrorKind),
 }
 
 /// The decision for `probability` at `threshold` with an uncertain band.
@@ -102,9 +107,18 @@ impl Controller {
         self.state
     }
 
-    /// A short press: classify, unless already busy.
+    /// Go out of service: the error pattern stays on.
+    pub fn on_fault(&mut self, kind: ErrorKind, now_ms: u64) {
+        self.enter(State::Fault(kind), now_ms);
+    }
+
+    fn accepts_presses(&self) -> bool {
+        !matches!(self.state, State::Busy | State::Fault(_))
+    }
+
+    /// A short press: classify, unless busy or out of service.
     pub fn on_short_press(&mut self, now_ms: u64) -> Option<Command> {
-        if self.state == State::Busy {
+        if !self.accepts_presses() {
             return None;
         }
         self.enter(State::Busy, now_ms);
@@ -112,9 +126,9 @@ impl Controller {
     }
 
     /// A long press: show the last result again (an error pattern if there
-    /// is none yet); ignored while busy.
+    /// is none yet); ignored while busy or out of service.
     pub fn on_long_press(&mut self, now_ms: u64) {
-        if self.state == State::Busy {
+        if !self.accepts_presses() {
             return;
         }
         let again = self.last.unwrap_or(State::Error(ErrorKind::NoScan));
@@ -157,7 +171,7 @@ impl Controller {
             State::Idle => Pattern::Idle,
             State::Busy => Pattern::Busy,
             State::Result(d) => Pattern::Result(d),
-            State::Error(_) => Pattern::Error,
+            State::Error(_) | State::Fault(_) => Pattern::Error,
         };
         (p, self.since_ms)
     }
@@ -210,5 +224,16 @@ mod tests {
         assert_eq!(c.state(), State::Idle);
         c.on_long_press(2000);
         assert_eq!(c.state(), State::Result(Decision::NoTumour));
+    }
+
+    #[test]
+    fn a_fault_stays_and_ignores_presses() {
+        let mut c = Controller::new(CONFIG, 0);
+        c.on_fault(ErrorKind::ModelFailure, 0);
+        assert_eq!(c.on_short_press(10), None);
+        c.on_long_press(20);
+        c.tick(1_000_000);
+        assert_eq!(c.state(), State::Fault(ErrorKind::ModelFailure));
+        assert_eq!(c.pattern().0, Pattern::Error);
     }
 }

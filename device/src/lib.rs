@@ -12,15 +12,18 @@
 //! - [`controller`]: the state machine, with no hardware at all;
 //! - [`panel`]: the four wired together, generic over the pin traits, so a
 //!   board backend (or a mock) only supplies pins;
-//! - [`sim`]: the simulated board (in-memory pins);
+//! - [`sim`]: the simulated board (in-memory pins); [`boards`]: the real
+//!   ones (`rpi`, `cdev` cargo features);
 //! - [`config`], [`inbox`] and [`appliance`]: the TOML configuration, the
 //!   folder scans arrive in, and the main loop that ties panel, model,
-//!   inbox and audit log together.
+//!   inbox and audit log together; [`worker`]: the thread that owns the
+//!   model; [`systemd`]: readiness and watchdog.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
 
 pub mod appliance;
+pub mod boards;
 pub mod button;
 pub mod clock;
 pub mod config;
@@ -30,6 +33,8 @@ pub mod inbox;
 pub mod leds;
 pub mod panel;
 pub mod sim;
+pub mod systemd;
+pub mod worker;
 
 pub use error::{Error, Result};
 

@@ -2,16 +2,17 @@
 //!
 //! `classify` prints the same result lines as the host's `scanside classify`
 //! (both call `scanside_shared::classifier::classify_command`); `log` prints
-//! the audit log; `run` is the appliance loop (the simulated board so far:
-//! the Raspberry Pi and GPIO-character-device backends and systemd
-//! notification are not built yet and say so).
+//! the audit log; `run` is the appliance loop on the board the configuration
+//! names (`sim` always; `rpi` and `cdev` when built with those features),
+//! under systemd as a `Type=notify` service with a watchdog.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use embedded_hal::digital::{InputPin, OutputPin};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -22,6 +23,7 @@ use scanside_device::clock::MonotonicClock;
 use scanside_device::config::{BoardKind, DeviceConfig};
 use scanside_device::panel::Polarity;
 use scanside_device::sim::{LedLog, SimButton};
+use scanside_device::systemd::Systemd;
 use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::classify_command;
 
@@ -56,7 +58,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The appliance loop: button, LEDs, inbox, audit log (board "sim" only so far).
+    /// The appliance loop: button, LEDs, inbox, audit log.
     Run {
         /// Configuration file.
         #[arg(long, default_value = "/etc/scanside/device.toml")]
@@ -89,50 +91,85 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run_appliance(config_path: &std::path::Path) -> Result<ExitCode> {
+fn run_appliance(config_path: &Path) -> Result<ExitCode> {
     let config = DeviceConfig::load(config_path)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
+    let polarity = config
+        .pins
+        .as_ref()
+        .map_or(Polarity::default(), |p| Polarity {
+            button_active_low: p.button_active_low,
+            leds_active_low: p.leds_active_low,
+        });
     match config.board {
         BoardKind::Sim => {
             let (button, handle) = SimButton::new();
             let leds = LedLog::new(true);
             // Enter presses the button briefly; "l" + Enter holds it long.
             let long = Duration::from_millis(config.timing.long_press_ms + 200);
+            let short = Duration::from_millis((config.timing.debounce_ms * 3).max(100));
             std::thread::spawn(move || {
                 for line in std::io::stdin().lines() {
                     let Ok(line) = line else { break };
-                    let hold = if line.trim() == "l" {
-                        long
-                    } else {
-                        Duration::from_millis(150)
-                    };
-                    handle.press_for(hold);
+                    handle.press_for(if line.trim() == "l" { long } else { short });
                 }
             });
             eprintln!("sim board: Enter = press, l + Enter = long press, Ctrl-C = stop");
-            let mut appliance = Appliance::start(
-                &config,
-                button,
-                leds.leds(),
-                MonotonicClock::new(),
-                Polarity::default(),
-            )?;
-            appliance.run_until(&stop, || {})?;
-            eprintln!("\nstopped; LEDs off, audit log flushed");
-            Ok(ExitCode::SUCCESS)
+            serve(&config, button, leds.leds(), polarity, &stop)
         }
-        BoardKind::Rpi | BoardKind::Cdev => anyhow::bail!(
-            "{}: board {:?} is not built yet; use board = \"sim\"",
+        #[cfg(feature = "rpi")]
+        BoardKind::Rpi => {
+            let pins = config.pins.as_ref().expect("validated: rpi has pins");
+            let (button, leds) = scanside_device::boards::rpi::pins(pins)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+            serve(&config, button, leds, polarity, &stop)
+        }
+        #[cfg(feature = "cdev")]
+        BoardKind::Cdev => {
+            let pins = config.pins.as_ref().expect("validated: cdev has pins");
+            let (button, leds) = scanside_device::boards::cdev::pins(pins)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+            serve(&config, button, leds, polarity, &stop)
+        }
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "{}: `board` = {other:?}, but this build has no such backend; \
+             rebuild with `--features {}`",
             config_path.display(),
-            config.board
+            format!("{other:?}").to_lowercase()
         ),
     }
 }
 
-fn print_log(path: &std::path::Path, json: bool) -> Result<ExitCode> {
+/// Run the appliance on any board until SIGINT/SIGTERM.
+fn serve<B, L, E>(
+    config: &DeviceConfig,
+    button: B,
+    leds: (L, L, L),
+    polarity: Polarity,
+    stop: &AtomicBool,
+) -> Result<ExitCode>
+where
+    B: InputPin<Error = E>,
+    L: OutputPin<Error = E>,
+    E: std::fmt::Debug,
+{
+    let mut systemd = Systemd::from_env();
+    let mut appliance = Appliance::start(config, button, leds, MonotonicClock::new(), polarity)?;
+    match appliance.fault() {
+        None => systemd.ready("ready"),
+        Some(reason) => systemd.ready(&format!("out of service: {reason}")),
+    }
+    appliance.run_until(stop, || systemd.tick())?;
+    systemd.stopping();
+    eprintln!("\nstopped; LEDs off, audit log flushed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
     let log = read_log(path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

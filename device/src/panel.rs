@@ -7,7 +7,7 @@ use crate::button::{Button, ButtonTiming, Press};
 use crate::clock::Clock;
 use crate::controller::{Command, Controller, ControllerConfig, Outcome, State};
 use crate::leds::LedPanel;
-use scanside_shared::audit::Decision;
+use scanside_shared::audit::{Decision, ErrorKind};
 
 /// Button, LEDs and behaviour.
 #[derive(Debug)]
@@ -80,6 +80,14 @@ where
         let (pattern, since) = self.controller.pattern();
         let now = self.clock.now_ms();
         self.leds.show(pattern.lamps(now - since))
+    }
+
+    /// Go out of service (the model was refused): the error pattern stays
+    /// on and presses are ignored.
+    pub fn fault(&mut self, kind: ErrorKind) -> Result<(), E> {
+        let now = self.clock.now_ms();
+        self.controller.on_fault(kind, now);
+        self.refresh()
     }
 
     /// The state machine's state.

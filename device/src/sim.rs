@@ -2,9 +2,13 @@
 //!
 //! [`SimButton`] is an `InputPin` whose level a [`ButtonHandle`] sets (the
 //! terminal's Enter key, or a test); [`SimLed`] is an `OutputPin` that
-//! records every level it is given and can draw the panel as coloured dots.
+//! records every level it is given and can draw the panel on stderr: as
+//! coloured dots redrawn in place on a terminal, or as one line per change
+//! (`leds: green=1 amber=0 red=0`) when stderr is a file or a pipe, so logs
+//! and tests can read the sequence.
 
 use std::convert::Infallible;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +68,7 @@ pub struct LedLog {
     pub changes: Arc<Mutex<Vec<(bool, bool, bool)>>>,
     state: Arc<Mutex<(bool, bool, bool)>>,
     draw: bool,
+    terminal: bool,
 }
 
 impl LedLog {
@@ -71,6 +76,7 @@ impl LedLog {
     pub fn new(draw: bool) -> Self {
         LedLog {
             draw,
+            terminal: std::io::stderr().is_terminal(),
             ..Default::default()
         }
     }
@@ -120,7 +126,14 @@ impl SimLed {
         *slot = on;
         let now = *state;
         self.log.changes.lock().expect("not poisoned").push(now);
-        if self.log.draw {
+        if self.log.draw && !self.log.terminal {
+            eprintln!(
+                "leds: green={} amber={} red={}",
+                u8::from(now.0),
+                u8::from(now.1),
+                u8::from(now.2)
+            );
+        } else if self.log.draw {
             let dot = |on: bool, colour: &str| {
                 if on {
                     format!("\x1b[{colour}m●\x1b[0m")

@@ -187,3 +187,52 @@ fn long_press_shows_the_last_result_again_and_errors_blink_red() {
     assert_eq!(p.state(), S::Idle);
     done(p);
 }
+
+#[test]
+fn a_press_with_no_scan_blinks_red_then_idles() {
+    let clock = FakeClock::default();
+    let mut p = panel(
+        &[High, Low, Low, High, High, High, High],
+        &[High, Low, High],
+        &[Low, High, Low],
+        &[Low, High, Low],
+        &clock,
+    );
+    for t in [0, 10, 50, 120] {
+        clock.set(t);
+        assert_eq!(p.poll().unwrap(), None);
+    }
+    clock.set(160);
+    assert_eq!(p.poll().unwrap(), Some(Command::ClassifyNewest));
+    clock.set(200);
+    let shown = p.finish(&Outcome::Failed(ErrorKind::NoScan)).unwrap();
+    assert_eq!(shown, None, "an error is not a decision");
+    assert_eq!(p.state(), S::Error(ErrorKind::NoScan));
+    clock.set(300);
+    assert_eq!(p.poll().unwrap(), None); // red blinks off
+    clock.set(3200);
+    assert_eq!(p.poll().unwrap(), None);
+    assert_eq!(p.state(), S::Idle);
+    done(p);
+}
+
+#[test]
+fn a_refused_model_keeps_red_blinking_and_ignores_presses() {
+    let clock = FakeClock::default();
+    let mut p = panel(
+        &[High, Low, Low, High, High, High],
+        &[High, Low],
+        &[Low],
+        &[Low, High, Low, High, Low],
+        &clock,
+    );
+    assert_eq!(p.poll().unwrap(), None);
+    clock.set(10);
+    p.fault(ErrorKind::ModelFailure).unwrap();
+    for t in [100, 150, 200, 250, 5000] {
+        clock.set(t);
+        assert_eq!(p.poll().unwrap(), None, "t = {t}: a press starts no work");
+    }
+    assert_eq!(p.state(), S::Fault(ErrorKind::ModelFailure));
+    done(p);
+}

@@ -143,19 +143,59 @@ fn hex_of(bytes: &[u8; 32]) -> String {
 }
 
 #[test]
-fn a_model_that_is_not_the_configured_one_is_refused() {
+fn a_model_that_is_not_the_configured_one_puts_the_box_out_of_service() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Some(&"0".repeat(64)));
-    let (button, _) = SimButton::new();
+    let (button, handle) = SimButton::new();
     let leds = LedLog::new(false);
-    let Err(e) = Appliance::start(
+    let mut app = Appliance::start(
         &cfg,
         button,
         leds.leds(),
         MonotonicClock::new(),
         Polarity::default(),
-    ) else {
-        panic!("a mismatching model was accepted");
+    )
+    .unwrap();
+    let reason = app.fault().expect("a mismatching model was accepted");
+    assert!(
+        reason.contains("SHA-256") && reason.contains("0000"),
+        "{reason}"
+    );
+    assert_eq!(app.state(), State::Fault(ErrorKind::ModelFailure));
+    assert_eq!(leds.current(), (false, false, true), "red blink starts lit");
+
+    // A scan waits, the button is pressed: nothing is classified.
+    let inbox = dir.path().join("inbox");
+    let scan = link(&inbox, &team_data().join("yes/Y1.jpg"));
+    let start = Instant::now();
+    let b = handle.clone();
+    let presser = std::thread::spawn(move || b.press_for(Duration::from_millis(100)));
+    while start.elapsed() < Duration::from_millis(600) {
+        app.step().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    presser.join().unwrap();
+    assert_eq!(app.state(), State::Fault(ErrorKind::ModelFailure));
+    assert!(scan.exists(), "the scan stays in the inbox");
+    let history = leds.history();
+    assert!(
+        history.iter().all(|&(g, a, _)| !g && !a),
+        "only red ever lit: {history:?}"
+    );
+    assert!(history.len() >= 4, "red keeps blinking: {history:?}");
+
+    // The refusal is in the audit log.
+    let log = read_log(&cfg.audit_log).unwrap();
+    assert_eq!(log.records.len(), 1);
+    let AuditEvent::Error {
+        kind,
+        detail,
+        model,
+        ..
+    } = &log.records[0].event
+    else {
+        panic!("{:?}", log.records[0]);
     };
-    assert!(e.to_string().contains("SHA-256"), "{e}");
+    assert_eq!(*kind, ErrorKind::ModelFailure);
+    assert!(model.is_none() && detail.contains("SHA-256"), "{detail}");
 }

@@ -1,0 +1,154 @@
+//! The classification worker: one long-lived thread that owns the model.
+//!
+//! The worker loads and verifies the model (SHA-256, then one warm-up
+//! inference) on its own thread, so the thread that classifies every scan
+//! is the one whose buffers are already warm, and the main loop never
+//! blocks on inference: it hands over a scan path and polls for the
+//! answer while the LEDs keep blinking. One thread for the whole run (not
+//! one per press) also keeps memory flat: every new thread would bring its
+//! own allocator arena and tract scratch space.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+
+use scanside_shared::audit::{ErrorKind, ScanRef};
+use scanside_shared::classifier::Classifier;
+use scanside_shared::manifest::ModelManifest;
+use scanside_shared::sha256_hex;
+
+use crate::{Error, Result};
+
+/// A scan's outcome: its reference and tumour probability, or what went
+/// wrong (with the reference when the file could be read).
+pub type ScanOutcome = std::result::Result<(ScanRef, f32), (Option<ScanRef>, ErrorKind, String)>;
+
+/// What [`Worker::poll`] finds.
+#[derive(Debug)]
+pub enum WorkerPoll {
+    /// Still working (or idle).
+    Pending,
+    /// A scan is done.
+    Done(PathBuf, ScanOutcome),
+    /// The thread is gone (it panicked): no more classifications.
+    Died,
+}
+
+/// The model's identity, as loaded and verified by the worker.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// The model's manifest (threshold, id, preprocessing).
+    pub manifest: ModelManifest,
+    /// SHA-256 of the model file, hex.
+    pub sha256: String,
+}
+
+/// Handle to the worker thread; dropping it ends the thread.
+#[derive(Debug)]
+pub struct Worker {
+    jobs: Sender<PathBuf>,
+    done: Receiver<(PathBuf, ScanOutcome)>,
+}
+
+/// Load a model and check it: SHA-256 against `expected` (if given), then
+/// one warm-up inference. Uses every core for each inference.
+pub fn load_model(path: &Path, expected: Option<&str>) -> Result<Classifier> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let actual = sha256_hex(&bytes);
+    if let Some(want) = expected
+        && !want.eq_ignore_ascii_case(&actual)
+    {
+        return Err(Error::Model(format!(
+            "{}: SHA-256 is {actual}, the configuration expects {want}; refusing to run it",
+            path.display()
+        )));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let classifier = Classifier::from_bytes(&bytes, path)?.with_threads(cores);
+    let spec = &classifier.manifest().preprocessing;
+    let zeros = scanside_shared::preprocess::InputTensor {
+        shape: spec.input_shape(1),
+        data: vec![0.0; spec.input_shape(1).iter().product()],
+    };
+    classifier.positive_probability(&zeros)?;
+    Ok(classifier)
+}
+
+impl Worker {
+    /// Start the thread and wait until it has loaded and verified the
+    /// model at `path` (see [`load_model`]).
+    pub fn start(path: &Path, expected: Option<&str>) -> Result<(Worker, LoadedModel)> {
+        let (jobs, job_rx) = channel::<PathBuf>();
+        let (done_tx, done) = channel();
+        let (ready_tx, ready) = channel();
+        let (path, expected) = (path.to_path_buf(), expected.map(str::to_owned));
+        std::thread::Builder::new()
+            .name("classifier".into())
+            .spawn(move || {
+                let classifier = match load_model(&path, expected.as_deref()) {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(LoadedModel {
+                            manifest: c.manifest().clone(),
+                            sha256: c.sha256().to_owned(),
+                        }));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for scan in job_rx {
+                    let outcome = classify(&classifier, &scan);
+                    if done_tx.send((scan, outcome)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Model(format!("cannot start the classifier thread: {e}")))?;
+        let loaded = ready
+            .recv()
+            .map_err(|_| Error::Model("the classifier thread died while loading".into()))??;
+        Ok((Worker { jobs, done }, loaded))
+    }
+
+    /// Hand over a scan; `false` if the thread is gone.
+    pub fn submit(&self, scan: PathBuf) -> bool {
+        self.jobs.send(scan).is_ok()
+    }
+
+    /// Whether a scan is done, without waiting.
+    pub fn poll(&self) -> WorkerPoll {
+        match self.done.try_recv() {
+            Ok((scan, outcome)) => WorkerPoll::Done(scan, outcome),
+            Err(TryRecvError::Empty) => WorkerPoll::Pending,
+            Err(TryRecvError::Disconnected) => WorkerPoll::Died,
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(sha256_hex(bytes), &mut out).expect("64 hex digits");
+    out
+}
+
+/// Read, hash and classify one scan.
+fn classify(classifier: &Classifier, scan: &Path) -> ScanOutcome {
+    let bytes =
+        std::fs::read(scan).map_err(|e| (None, ErrorKind::UnreadableScan, e.to_string()))?;
+    let name = scan
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let scan_ref = ScanRef {
+        name_sha256: sha256(name.as_bytes()),
+        content_sha256: sha256(&bytes),
+    };
+    match classifier.classify_bytes(&bytes, scan) {
+        Ok(c) => Ok((scan_ref, c.probability)),
+        Err(e @ scanside_shared::Error::Inference(_)) => {
+            Err((Some(scan_ref), ErrorKind::ModelFailure, e.to_string()))
+        }
+        Err(e) => Err((Some(scan_ref), ErrorKind::UnreadableScan, e.to_string())),
+    }
+}

@@ -1,0 +1,237 @@
+//! The real `scanside-device run` binary on the simulated board, as systemd
+//! would run it: readiness and watchdog pings on a notify socket, a press
+//! on stdin, the LED sequence read from stderr, SIGTERM to stop, then the
+//! audit log and the inbox checked on disk.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
+use scanside_shared::shipped::SHIPPED_MODEL_FILE;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn team_scan(rel: &str) -> PathBuf {
+    let shared = std::env::var_os("SCANSIDE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"));
+    let p = shared.join("data/brain-mri").join(rel);
+    assert!(p.is_file(), "team scan {} not found", p.display());
+    p
+}
+
+/// The running binary, its stderr lines and its systemd messages.
+struct Device {
+    child: Child,
+    stderr: Receiver<String>,
+    notify: UnixDatagram,
+    lines: Vec<String>,
+    messages: Vec<String>,
+}
+
+impl Device {
+    fn start(dir: &Path, model_sha256: &str) -> Device {
+        let model = workspace().join("models").join(SHIPPED_MODEL_FILE);
+        let config = dir.join("device.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "model = {model:?}\nmodel_sha256 = \"{model_sha256}\"\ninbox = {:?}\n\
+                 audit_log = {:?}\nboard = \"sim\"\n[timing]\ndebounce_ms = 20\n\
+                 long_press_ms = 1000\nresult_ms = 600\npoll_ms = 5\ninbox_settle_ms = 0\n",
+                dir.join("inbox"),
+                dir.join("audit.log")
+            ),
+        )
+        .unwrap();
+        let socket = dir.join("notify.sock");
+        let notify = UnixDatagram::bind(&socket).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        // `exec` keeps the shell's PID, so WATCHDOG_PID names the firmware.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
+            .arg(env!("CARGO_BIN_EXE_scanside-device"))
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket)
+            .env("WATCHDOG_USEC", "200000")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Device {
+            child,
+            stderr,
+            notify,
+            lines: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Collect output until `done` holds for a stderr line or a systemd
+    /// message (or fail after `limit`).
+    fn wait_for(&mut self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            while let Ok(line) = self.stderr.try_recv() {
+                let hit = done(&line);
+                self.lines.push(line);
+                if hit {
+                    return;
+                }
+            }
+            let mut buf = [0u8; 512];
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = done(&message);
+                self.messages.push(message);
+                if hit {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no {what} within {limit:?}; stderr:\n{}\nsystemd: {:?}",
+                self.lines.join("\n"),
+                self.messages
+            );
+        }
+    }
+
+    fn press(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit and drain the output.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "exit status {status}");
+        self.wait_for("STOPPING=1", Duration::from_secs(5), |m| {
+            m.contains("STOPPING=1")
+        });
+        // The reader thread ends at EOF.
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines.extend(self.stderr.try_iter());
+        (self.lines, self.messages)
+    }
+}
+
+/// (green, amber, red) from a `leds: green=1 amber=0 red=0` line.
+fn lamps(line: &str) -> Option<(bool, bool, bool)> {
+    let rest = line.strip_prefix("leds: ")?;
+    let on: Vec<bool> = rest.split(' ').map(|kv| kv.ends_with("=1")).collect();
+    Some((on[0], on[1], on[2]))
+}
+
+const SHIPPED_SHA256: &str = "dbc7fe88222f67b132d58b527c81237fb0716a2675ad3cc9b28a04cac664a80a";
+
+#[test]
+fn run_classifies_on_a_press_pings_the_watchdog_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = Device::start(dir.path(), SHIPPED_SHA256);
+    device.wait_for("READY=1", Duration::from_secs(120), |m| {
+        m.contains("READY=1")
+    });
+    assert!(device.messages.last().unwrap().contains("STATUS=ready"));
+
+    let inbox = dir.path().join("inbox");
+    std::fs::copy(team_scan("yes/Y1.jpg"), inbox.join("Y1.jpg")).unwrap();
+    device.press();
+    device.wait_for("a classification", Duration::from_secs(120), |l| {
+        l.starts_with("classified ")
+    });
+    device.wait_for("a watchdog ping", Duration::from_secs(5), |m| {
+        m.contains("WATCHDOG=1")
+    });
+    let (lines, _messages) = device.stop();
+
+    // The LEDs: idle heartbeat, busy amber, steady red, dark at the end.
+    let seq: Vec<_> = lines.iter().filter_map(|l| lamps(l)).collect();
+    let busy = seq.iter().position(|&l| l == (false, true, false));
+    let red = seq.iter().position(|&l| l == (false, false, true));
+    assert!(
+        matches!((busy, red), (Some(b), Some(r)) if b < r),
+        "amber then red expected: {seq:?}"
+    );
+    assert_eq!(seq.last(), Some(&(false, false, false)), "dark at exit");
+    // No file name in the log lines: scans are named by a hash.
+    assert!(!lines.iter().any(|l| l.contains("Y1")), "{lines:?}");
+
+    let log = read_log(&dir.path().join("audit.log")).unwrap();
+    assert!(log.torn_tail.is_none() && log.damaged.is_empty());
+    assert_eq!(log.records.len(), 1, "{:?}", log.records);
+    let AuditEvent::Classified {
+        decision, model, ..
+    } = &log.records[0].event
+    else {
+        panic!("{:?}", log.records[0]);
+    };
+    assert_eq!(*decision, Decision::TumourSuspected);
+    assert_eq!(hex::encode(model.sha256), SHIPPED_SHA256);
+    assert!(inbox.join("processed/Y1.jpg").is_file());
+    assert!(!inbox.join("Y1.jpg").exists());
+}
+
+#[test]
+fn run_with_a_tampered_model_blinks_red_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "1".repeat(64);
+    let mut device = Device::start(dir.path(), &wrong);
+    device.wait_for("READY=1", Duration::from_secs(120), |m| {
+        m.contains("READY=1")
+    });
+    let status = device.messages.last().unwrap().clone();
+    assert!(status.contains("STATUS=out of service"), "{status}");
+    assert!(status.contains("SHA-256"), "{status}");
+    device.press();
+    // Let it run: red keeps blinking, the press does nothing.
+    device.wait_for("red blinking", Duration::from_secs(10), |l| {
+        l == "leds: green=0 amber=0 red=0"
+    });
+    let (lines, _) = device.stop();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("error: out of service") && l.contains(&wrong)),
+        "{lines:?}"
+    );
+    let seq: Vec<_> = lines.iter().filter_map(|l| lamps(l)).collect();
+    assert!(seq.iter().all(|&(g, a, _)| !g && !a), "{seq:?}");
+    let log = read_log(&dir.path().join("audit.log")).unwrap();
+    assert_eq!(log.records.len(), 1);
+    assert!(matches!(
+        log.records[0].event,
+        AuditEvent::Error {
+            kind: ErrorKind::ModelFailure,
+            ..
+        }
+    ));
+}
