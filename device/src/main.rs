@@ -28,9 +28,16 @@ use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::classify_command;
 
 /// scanside device firmware: brain-MRI tumour triage beside the scanner.
-/// Research use only — not a medical device.
+///
+/// A radiographer presses a button; the box classifies the newest scan in
+/// its inbox with the configured model and shows the result on three LEDs
+/// (green: no tumour, amber: uncertain, red: tumour suspected); every
+/// result is recorded in an append-only audit log. Configuration:
+/// /etc/scanside/device.toml. Logs: journalctl -u scanside-device.
+///
+/// Research use only: not a medical device, not a diagnosis.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -238,4 +245,52 @@ fn record_json(r: &scanside_shared::audit::AuditRecord) -> serde_json::Value {
     }
     hexify(&mut v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// The packaged man pages (`device/man/`: the command and each
+    /// subcommand) are rendered from the clap definition and must match it.
+    /// Regenerate with `SCANSIDE_BLESS=1 cargo test -p scanside-device --bin scanside-device`.
+    #[test]
+    fn the_man_pages_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+        let command = Cli::command();
+        let mut pages = vec![command.clone()];
+        for sub in command.get_subcommands() {
+            let name = format!("scanside-device-{}", sub.get_name());
+            // clap names are `&'static str`: leak the few bytes in this test.
+            pages.push(
+                sub.clone()
+                    .name(&*name.leak())
+                    .version(env!("CARGO_PKG_VERSION")),
+            );
+        }
+        let bless = std::env::var_os("SCANSIDE_BLESS").is_some();
+        for page in pages {
+            let mut rendered = Vec::new();
+            clap_mangen::Man::new(page.clone())
+                .render(&mut rendered)
+                .unwrap();
+            let path = dir.join(format!("{}.1", page.get_name()));
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &rendered).unwrap();
+            }
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == rendered,
+                "{} is stale: run SCANSIDE_BLESS=1 cargo test -p scanside-device --bin scanside-device",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }
