@@ -36,12 +36,6 @@ use crate::panel::{Panel, Polarity};
 use crate::worker::{ScanOutcome, Worker, WorkerPoll};
 use crate::{Error, Result, VERSION};
 
-fn sha256_bytes(hex_digest: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_digest, &mut out).expect("64 hex digits");
-    out
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -120,11 +114,7 @@ where
                     },
                     config.audit_log.display()
                 );
-                let model = ModelRef {
-                    id: m.model_id.clone(),
-                    sha256: sha256_bytes(&loaded.sha256),
-                };
-                Ok((worker, model))
+                Ok((worker, loaded.model))
             }
             Err(e) => {
                 let reason = e.to_string();

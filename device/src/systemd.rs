@@ -33,11 +33,6 @@ impl Systemd {
         }
     }
 
-    /// The ping interval (half of `WatchdogSec=`), if the watchdog is on.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
     fn send(&mut self, states: &[NotifyState]) {
         if let Err(e) = sd_notify::notify(false, states)
             && !self.warned

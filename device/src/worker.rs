@@ -11,10 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
-use scanside_shared::audit::{ErrorKind, ScanRef};
+use scanside_shared::audit::{ErrorKind, ModelRef, ScanRef};
 use scanside_shared::classifier::Classifier;
 use scanside_shared::manifest::ModelManifest;
-use scanside_shared::sha256_hex;
+use scanside_shared::{sha256, sha256_hex};
 
 use crate::{Error, Result};
 
@@ -38,8 +38,8 @@ pub enum WorkerPoll {
 pub struct LoadedModel {
     /// The model's manifest (threshold, id, preprocessing).
     pub manifest: ModelManifest,
-    /// SHA-256 of the model file, hex.
-    pub sha256: String,
+    /// How audit records name it (id and SHA-256 of the file).
+    pub model: ModelRef,
 }
 
 /// Handle to the worker thread; dropping it ends the thread.
@@ -86,9 +86,14 @@ impl Worker {
             .spawn(move || {
                 let classifier = match load_model(&path, expected.as_deref()) {
                     Ok(c) => {
+                        let mut sha256 = [0u8; 32];
+                        hex::decode_to_slice(c.sha256(), &mut sha256).expect("64 hex digits");
                         let _ = ready_tx.send(Ok(LoadedModel {
                             manifest: c.manifest().clone(),
-                            sha256: c.sha256().to_owned(),
+                            model: ModelRef {
+                                id: c.manifest().model_id.clone(),
+                                sha256,
+                            },
                         }));
                         c
                     }
@@ -124,12 +129,6 @@ impl Worker {
             Err(TryRecvError::Disconnected) => WorkerPoll::Died,
         }
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(sha256_hex(bytes), &mut out).expect("64 hex digits");
-    out
 }
 
 /// Read, hash and classify one scan.

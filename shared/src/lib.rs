@@ -33,6 +33,11 @@ pub const SCANSIDE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Hex SHA-256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
+}
+
+/// SHA-256 of `bytes`, raw (as the audit records store it).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
+    Sha256::digest(bytes).into()
 }

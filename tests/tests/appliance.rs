@@ -29,6 +29,21 @@ fn config(dir: &Path, sha: Option<&str>) -> DeviceConfig {
     DeviceConfig::parse(&text, Path::new("test.toml")).unwrap()
 }
 
+/// The appliance on the simulated board, its button and its LEDs.
+fn start(cfg: &DeviceConfig) -> (SimAppliance, ButtonHandle, LedLog) {
+    let (button, handle) = SimButton::new();
+    let leds = LedLog::new(false);
+    let app = Appliance::start(
+        cfg,
+        button,
+        leds.leds(),
+        MonotonicClock::new(),
+        Polarity::default(),
+    )
+    .unwrap();
+    (app, handle, leds)
+}
+
 /// Press briefly, then run the loop until the press is over and
 /// `done(state)` holds (or fail after 2 min).
 fn press_until(app: &mut SimAppliance, button: &ButtonHandle, done: impl Fn(State) -> bool) {
@@ -59,16 +74,7 @@ fn link(inbox: &Path, source: &Path) -> PathBuf {
 fn press_classifies_the_newest_scan_records_it_and_files_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), None);
-    let (button, handle) = SimButton::new();
-    let leds = LedLog::new(false);
-    let mut app = Appliance::start(
-        &cfg,
-        button,
-        leds.leds(),
-        MonotonicClock::new(),
-        Polarity::default(),
-    )
-    .unwrap();
+    let (mut app, handle, leds) = start(&cfg);
 
     // Empty inbox: error pattern, recorded.
     press_until(&mut app, &handle, |s| s == State::Error(ErrorKind::NoScan));
@@ -122,14 +128,8 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
         unreachable!()
     };
     let bytes = std::fs::read(team_data().join("yes/Y1.jpg")).unwrap();
-    assert_eq!(
-        hex_of(&scan.content_sha256),
-        scanside_shared::sha256_hex(&bytes)
-    );
-    assert_eq!(
-        hex_of(&scan.name_sha256),
-        scanside_shared::sha256_hex(b"Y1.jpg")
-    );
+    assert_eq!(scan.content_sha256, scanside_shared::sha256(&bytes));
+    assert_eq!(scan.name_sha256, scanside_shared::sha256(b"Y1.jpg"));
     assert!(model.id.ends_with("-int8"));
     // The recorded decision of the shipped model for this scan.
     let expected = std::fs::read_to_string(workspace().join("models/expected.jsonl")).unwrap();
@@ -138,24 +138,11 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
     assert!((probability - y1["probability"].as_f64().unwrap() as f32).abs() < 1e-5);
 }
 
-fn hex_of(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn a_model_that_is_not_the_configured_one_puts_the_box_out_of_service() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Some(&"0".repeat(64)));
-    let (button, handle) = SimButton::new();
-    let leds = LedLog::new(false);
-    let mut app = Appliance::start(
-        &cfg,
-        button,
-        leds.leds(),
-        MonotonicClock::new(),
-        Polarity::default(),
-    )
-    .unwrap();
+    let (mut app, handle, leds) = start(&cfg);
     let reason = app.fault().expect("a mismatching model was accepted");
     assert!(
         reason.contains("SHA-256") && reason.contains("0000"),
