@@ -7,7 +7,8 @@
 #  1. cross-build `scanside-device` (release, features rpi,cdev: the binary
 #     the .deb ships);
 #  2. run `scanside-device classify --json` under qemu on one tumour and one
-#     no-tumour scan of the team set with the shipped int8 model, and compare
+#     no-tumour scan of the team set, and one DICOM MR sample in JPEG-LS
+#     (decoded by CharLS, C++), with the shipped int8 model, and compare
 #     with the native x86-64 build on the same files: decisions must be
 #     equal and probabilities within 1e-5; says whether they are bit-identical;
 #  3. run the device state-machine tests (the crate's unit tests and
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu)
 data=${SCANSIDE_SHARED:-../shared}/data/brain-mri
-scans=("$data/yes/Y1.jpg" "$data/no/1 no.jpeg")
+scans=("$data/yes/Y1.jpg" "$data/no/1 no.jpeg" "$data/../dicom/MR_small_jpeg_ls_lossless.dcm")
 model=models/brain-mri-vgg16-int8.onnx
 target_dir=${CARGO_TARGET_DIR:-target}
 features=(--features rpi,cdev)

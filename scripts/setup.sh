@@ -36,11 +36,18 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# JPEG-LS in DICOM files is decoded by CharLS, a C++ library built with cmake.
+command -v c++ >/dev/null || need_apt+=(g++)
+command -v cmake >/dev/null || need_apt+=(cmake)
+# dcmtk: img2dcm, echoscu and storescu drive the DICOM tests as a real client.
+command -v img2dcm >/dev/null && command -v storescu >/dev/null || need_apt+=(dcmtk)
 # Device firmware for ARM: Debian's cross compilers (they bring the target
 # C libraries), qemu-user to run the ARM builds in tests, and the tools that
 # build and check the .deb packages.
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf)
+command -v aarch64-linux-gnu-g++ >/dev/null || need_apt+=(g++-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-g++ >/dev/null || need_apt+=(g++-arm-linux-gnueabihf)
 command -v qemu-aarch64 >/dev/null && command -v qemu-arm >/dev/null || need_apt+=(qemu-user)
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)

@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use embedded_hal::digital::{InputPin, OutputPin};
@@ -63,6 +64,8 @@ pub struct Appliance<B, L, C> {
     /// When the scan being classified was handed to the worker.
     busy_since: Option<Instant>,
     poll: Duration,
+    /// Audit events from other threads (the DICOM storage node).
+    events: Option<Receiver<AuditEvent>>,
 }
 
 impl<B, L, C, E> Appliance<B, L, C>
@@ -130,6 +133,7 @@ where
             model,
             busy_since: None,
             poll: Duration::from_millis(config.timing.poll_ms),
+            events: None,
         };
         if let Err(reason) = &appliance.model {
             let detail = reason.clone();
@@ -250,6 +254,7 @@ where
 
     /// One turn of the main loop (does not sleep).
     pub fn step(&mut self) -> Result<()> {
+        self.record_events()?;
         if self.inbox.is_watched() {
             let arrived = self.inbox.refresh();
             if arrived > 0 {
@@ -281,7 +286,25 @@ where
             tick();
             std::thread::sleep(self.poll);
         }
+        self.record_events()?;
         self.panel.dark().map_err(gpio)?;
+        Ok(())
+    }
+
+    /// Record, in this loop (the audit log's one writer), the events other
+    /// threads send on `events`: the DICOM storage node's receipts.
+    pub fn record_events_from(&mut self, events: Receiver<AuditEvent>) {
+        self.events = Some(events);
+    }
+
+    fn record_events(&mut self) -> Result<()> {
+        let pending: Vec<AuditEvent> = match &self.events {
+            Some(events) => events.try_iter().collect(),
+            None => return Ok(()),
+        };
+        for event in pending {
+            self.record(event)?;
+        }
         Ok(())
     }
 

@@ -26,6 +26,14 @@
 //! result_ms = 10000
 //! poll_ms = 10
 //! inbox_settle_ms = 2000                # a scan counts once unmodified this long
+//!
+//! [dicom]                               # optional: a DICOM Storage SCP
+//! ae_title = "SCANSIDE"                 # our AE title (1–16 characters)
+//! port = 11112
+//! bind = "0.0.0.0"                      # address to listen on
+//! calling_ae_titles = ["MRI1"]          # only these may send; others are rejected
+//! max_associations = 4                  # at once; more are rejected
+//! timeout_s = 30                        # idle time before a peer is dropped
 //! ```
 //!
 //! Unknown keys are errors too (a misspelt key must not silently fall back
@@ -130,6 +138,64 @@ impl Default for Timing {
 }
 
 /// The whole configuration.
+/// The DICOM Storage SCP (`[dicom]`): present means on.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Our application entity title (1–16 printable ASCII characters, no
+    /// backslash).
+    #[serde(default = "default_ae_title")]
+    pub ae_title: String,
+    /// TCP port (104 is DICOM's, 11112 the usual unprivileged one).
+    #[serde(default = "default_dicom_port")]
+    pub port: u16,
+    /// Address to listen on.
+    #[serde(default = "default_bind")]
+    pub bind: std::net::IpAddr,
+    /// The calling AE titles allowed to send; any other is rejected.
+    pub calling_ae_titles: Vec<String>,
+    /// Associations served at once; more are rejected.
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+    /// Seconds a peer may stay silent before it is dropped.
+    #[serde(default = "default_dicom_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_ae_title() -> String {
+    "SCANSIDE".into()
+}
+
+fn default_dicom_port() -> u16 {
+    11112
+}
+
+fn default_bind() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+}
+
+fn default_max_associations() -> usize {
+    4
+}
+
+fn default_dicom_timeout() -> u64 {
+    30
+}
+
+/// Why `title` is not a valid AE title, if it is not.
+fn ae_title_problem(title: &str) -> Option<String> {
+    let t = title.trim();
+    if t.is_empty() || t.len() > 16 {
+        return Some(format!("{title:?} must have 1 to 16 characters"));
+    }
+    if !t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        return Some(format!(
+            "{title:?} may hold printable ASCII only, no backslash"
+        ));
+    }
+    None
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
@@ -153,6 +219,8 @@ pub struct DeviceConfig {
     /// Timings.
     #[serde(default)]
     pub timing: Timing,
+    #[serde(default)]
+    pub dicom: Option<DicomConfig>,
 }
 
 impl DeviceConfig {
@@ -221,6 +289,25 @@ impl DeviceConfig {
             }
             (None, BoardKind::Sim) => {}
         }
+        if let Some(d) = &c.dicom {
+            if let Some(problem) = ae_title_problem(&d.ae_title) {
+                return Err(bad(format!("`dicom.ae_title`: {problem}")));
+            }
+            if d.calling_ae_titles.is_empty() {
+                return Err(bad(
+                    "`dicom.calling_ae_titles`: name at least one sender (the scanner's AE title)"
+                        .into(),
+                ));
+            }
+            if let Some(problem) = d.calling_ae_titles.iter().find_map(|t| ae_title_problem(t)) {
+                return Err(bad(format!("`dicom.calling_ae_titles`: {problem}")));
+            }
+            if d.max_associations == 0 || d.timeout_s == 0 {
+                return Err(bad(
+                    "`dicom.max_associations` and `dicom.timeout_s` must be at least 1".into(),
+                ));
+            }
+        }
         Ok(c)
     }
 }
@@ -256,6 +343,16 @@ red = 23
         assert_eq!(p.chip, PathBuf::from("/dev/gpiochip0"));
         assert_eq!(c.timing, Timing::default());
         assert_eq!(c.decision.uncertain_band, 0.03);
+        assert_eq!(c.dicom, None);
+        let with_dicom = format!("{GOOD}[dicom]\ncalling_ae_titles = [\"MRI1\"]\n");
+        let d = DeviceConfig::parse(&with_dicom, Path::new("device.toml"))
+            .unwrap()
+            .dicom
+            .unwrap();
+        assert_eq!(
+            (d.ae_title.as_str(), d.port, d.max_associations),
+            ("SCANSIDE", 11112, 4)
+        );
     }
 
     #[test]
@@ -288,6 +385,13 @@ red = 23
         assert!(e.contains("inbox"), "{e}");
         let e = err(&format!("model_sha256 = \"abc\"\n{GOOD}"));
         assert!(e.contains("model_sha256"), "{e}");
+        let dicom = format!("{GOOD}[dicom]\ncalling_ae_titles = []\n");
+        assert!(err(&dicom).contains("dicom.calling_ae_titles"));
+        let dicom =
+            format!("{GOOD}[dicom]\nae_title = \"A\\\\B\"\ncalling_ae_titles = [\"MRI\"]\n");
+        assert!(err(&dicom).contains("dicom.ae_title"), "{}", err(&dicom));
+        let dicom = format!("{GOOD}[dicom]\ncalling_ae_titles = [\"MRI\"]\nport = 70000\n");
+        assert!(err(&dicom).contains("port"), "{}", err(&dicom));
         let sim_without_pins = "model = \"m\"\ninbox = \"i\"\naudit_log = \"l\"\nboard = \"rpi\"\n";
         assert!(err(sim_without_pins).contains("`pins`"));
     }

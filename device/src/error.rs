@@ -31,6 +31,9 @@ pub enum Error {
     /// An error from the shared crate.
     #[error(transparent)]
     Shared(#[from] scanside_shared::Error),
+    /// The DICOM storage node could not start.
+    #[error("DICOM: {0}")]
+    Dicom(String),
     /// A GPIO pin failed.
     #[error("GPIO: {0}")]
     Gpio(String),

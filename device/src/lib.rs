@@ -17,7 +17,8 @@
 //! - [`config`], [`inbox`] and [`appliance`]: the TOML configuration, the
 //!   folder scans arrive in, and the main loop that ties panel, model,
 //!   inbox and audit log together; [`worker`]: the thread that owns the
-//!   model; [`systemd`]: readiness and watchdog.
+//!   model; [`systemd`]: readiness and watchdog; [`dicom_scp`]: the DICOM
+//!   storage node that receives scans straight from the scanner.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
@@ -28,6 +29,7 @@ pub mod button;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod dicom_scp;
 pub mod error;
 pub mod inbox;
 pub mod leds;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use scanside_device::appliance::Appliance;
 use scanside_device::clock::MonotonicClock;
 use scanside_device::config::{BoardKind, DeviceConfig};
+use scanside_device::dicom_scp::StorageScp;
 use scanside_device::panel::Polarity;
 use scanside_device::sim::{LedLog, SimButton};
 use scanside_device::systemd::Systemd;
@@ -166,6 +167,11 @@ where
 {
     let mut systemd = Systemd::from_env();
     let mut appliance = Appliance::start(config, button, leds, MonotonicClock::new(), polarity)?;
+    if let Some(dicom) = &config.dicom {
+        let (events, received) = std::sync::mpsc::channel();
+        StorageScp::spawn(dicom, &config.inbox, events)?;
+        appliance.record_events_from(received);
+    }
     match appliance.fault() {
         None => systemd.ready("ready"),
         Some(reason) => systemd.ready(&format!("out of service: {reason}")),
@@ -201,6 +207,33 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                 )?,
                 AuditEvent::Error { kind, detail, .. } => {
                     writeln!(out, "{} error {kind:?}: {detail}", r.unix_ms)?
+                }
+                AuditEvent::Received {
+                    scan,
+                    sop_instance_uid_sha256,
+                    calling_ae_title,
+                    refused,
+                    ..
+                } => {
+                    let object = &hex::encode(sop_instance_uid_sha256)[..12];
+                    match (scan, refused) {
+                        (_, Some(reason)) => writeln!(
+                            out,
+                            "{} DICOM object {object} from {calling_ae_title} refused: {reason}",
+                            r.unix_ms
+                        )?,
+                        (Some(scan), None) => writeln!(
+                            out,
+                            "{} DICOM object {object} from {calling_ae_title} stored as scan {}",
+                            r.unix_ms,
+                            &hex::encode(scan.content_sha256)[..12]
+                        )?,
+                        (None, None) => writeln!(
+                            out,
+                            "{} DICOM object {object} from {calling_ae_title}",
+                            r.unix_ms
+                        )?,
+                    }
                 }
             }
         }

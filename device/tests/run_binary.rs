@@ -3,19 +3,18 @@
 //! on stdin, the LED sequence read from stderr, SIGTERM to stop, then the
 //! audit log and the inbox checked on disk.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{spawn_with_stderr_lines, workspace};
 
 fn team_scan(rel: &str) -> PathBuf {
     let shared = std::env::var_os("SCANSIDE_SHARED")
@@ -56,25 +55,15 @@ impl Device {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         // `exec` keeps the shell's PID, so WATCHDOG_PID names the firmware.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
-            .arg(env!("CARGO_BIN_EXE_scanside-device"))
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &socket)
-            .env("WATCHDOG_USEC", "200000")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, stderr) = channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, stderr) = spawn_with_stderr_lines(
+            Command::new("sh")
+                .arg("-c")
+                .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
+                .arg(env!("CARGO_BIN_EXE_scanside-device"))
+                .arg(&config)
+                .env("NOTIFY_SOCKET", &socket)
+                .env("WATCHDOG_USEC", "200000"),
+        );
         Device {
             child,
             stderr,

@@ -17,8 +17,11 @@ use scanside_shared::preprocess::{DecodeLimits, decode};
 
 use crate::{Error, Result};
 
-/// Extensions considered images (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
+/// Extensions considered images (compared case-insensitively). Files with no
+/// extension are tried too: DICOM files often have none (their content says
+/// what they are).
+pub const IMAGE_EXTENSIONS: [&str; 8] =
+    ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "dcm", "dicom"];
 
 /// Which folders hold which class.
 #[derive(Clone, Debug)]
@@ -83,9 +86,10 @@ pub struct Dataset {
 }
 
 fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) => IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)),
+        None => true,
+    }
 }
 
 /// The perceptual hasher used for near-duplicate detection.
@@ -123,7 +127,7 @@ impl Dataset {
                     skipped.push(Skipped {
                         path,
                         reason: format!(
-                            "not an image extension (expected one of {})",
+                            "not an image extension (expected one of {}, or none)",
                             IMAGE_EXTENSIONS.join(", ")
                         ),
                     });

@@ -486,3 +486,64 @@ fn op_counts(proto: &tract_onnx::pb::ModelProto) -> std::collections::BTreeMap<S
     }
     counts
 }
+
+/// Convert a JPEG to a DICOM MR object with dcmtk's `img2dcm` (installed by
+/// `scripts/setup.sh`): JPEG Baseline, the JPEG's bytes kept as they are.
+fn img2dcm(jpeg: &Path, out: &Path) {
+    let o = Command::new("img2dcm")
+        .args(["-q", "-k", "Modality=MR", "-k", "PatientName=Test^Scan"])
+        .arg(jpeg)
+        .arg(out)
+        .output()
+        .expect("img2dcm (dcmtk) is installed: run scripts/setup.sh");
+    assert!(
+        o.status.success(),
+        "img2dcm {}: {}",
+        jpeg.display(),
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn dicom_files_classify_like_their_jpegs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = team_data();
+    let model = workspace().join("models/brain-mri-vgg16-int8.onnx");
+    let mut args = vec!["classify".to_string(), "--json".into(), "--model".into()];
+    args.push(s(&model).into());
+    let jpegs = ["yes/Y1.jpg", "no/1 no.jpeg", "yes/Y10.jpg", "no/10 no.jpg"];
+    for (i, jpeg) in jpegs.iter().enumerate() {
+        let dcm = dir.path().join(format!("scan {i}"));
+        img2dcm(&data.join(jpeg), &dcm);
+        args.push(s(&data.join(jpeg)).into());
+        args.push(s(&dcm).into());
+    }
+    // A CT object among them: refused with a reason, the others still run.
+    let shared = data.parent().unwrap();
+    args.push(s(&shared.join("dicom/CT_small.dcm")).into());
+    let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !o.status.success(),
+        "a refused file makes the exit code say so"
+    );
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2 * jpegs.len() + 1, "{}", text(&o.stdout));
+    for pair in lines[..2 * jpegs.len()].chunks(2) {
+        let (jpeg, dicom) = (&pair[0], &pair[1]);
+        assert_eq!(jpeg["label"], dicom["label"], "{jpeg} vs {dicom}");
+        let (p, q) = (
+            jpeg["probability"].as_f64().unwrap(),
+            dicom["probability"].as_f64().unwrap(),
+        );
+        assert!((p - q).abs() <= 1e-3, "{jpeg} vs {dicom}");
+    }
+    let ct = &lines[2 * jpegs.len()];
+    let error = ct["error"].as_str().unwrap();
+    assert!(
+        error.contains("CT_small.dcm") && error.contains("modality is CT"),
+        "{ct}"
+    );
+}

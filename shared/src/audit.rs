@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Version of the record encoding; bump on any change to the types below.
+/// Version of the record encoding; bump on any change to how the types below
+/// encode. New [`AuditEvent`] variants are only ever appended (postcard
+/// numbers variants in order), so records already on a device keep their
+/// bytes and stay readable.
 pub const AUDIT_FORMAT_VERSION: u16 = 1;
 
 /// The CRC used for each frame.
@@ -98,6 +101,19 @@ pub enum AuditEvent {
         kind: ErrorKind,
         /// A human-readable reason (no patient data).
         detail: String,
+    },
+    /// A DICOM object arrived over the network (the Storage SCP).
+    Received {
+        /// The file written to the inbox; `None` when the object was refused.
+        scan: Option<ScanRef>,
+        /// SHA-256 of the Study Instance UID (empty string when absent).
+        study_uid_sha256: [u8; 32],
+        /// SHA-256 of the SOP Instance UID.
+        sop_instance_uid_sha256: [u8; 32],
+        /// The sender's AE title (a machine's name, not patient data).
+        calling_ae_title: String,
+        /// Why the object was refused, when it was.
+        refused: Option<String>,
     },
 }
 

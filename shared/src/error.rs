@@ -26,6 +26,16 @@ pub enum Error {
         /// What the decoder said.
         reason: String,
     },
+    /// A readable file the model is not for: a DICOM object of another
+    /// modality, without pixel data, or in a transfer syntax this build
+    /// cannot decode.
+    #[error("{path}: refused: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why the model is not for it.
+        reason: String,
+    },
     /// The image would need more memory (or pixels) than the decode limit.
     #[error("{path}: image refused: {reason}")]
     TooLarge {

@@ -6,6 +6,8 @@
 //! - [`preprocess`]: the one image path, decode → RGB → resize → normalise →
 //!   tensor. Host and device call the same function and get bit-identical
 //!   tensors for the same file.
+//! - [`dicom`]: DICOM MR files, windowed to the 8-bit picture the model was
+//!   trained on (the first step of [`preprocess`] for `.dcm` files).
 //! - [`manifest`]: the model manifest, the facts a model carries in its ONNX
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
@@ -21,6 +23,7 @@
 
 pub mod audit;
 pub mod classifier;
+pub mod dicom;
 pub mod error;
 pub mod manifest;
 pub mod preprocess;

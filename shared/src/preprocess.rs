@@ -10,7 +10,9 @@
 //!
 //! 1. **Decode** by content, not by file extension (a PNG named `.jpg` is read
 //!    as PNG). JPEG, PNG, BMP and TIFF; grey, grey+alpha, RGB, RGBA, 8 and
-//!    16 bit. Decoding is bounded by [`DecodeLimits`]: an image that would need
+//!    16 bit. DICOM files (the `DICM` marker, or a `.dcm` name) are read by
+//!    [`crate::dicom`], which windows MR values to an 8-bit picture and
+//!    refuses other modalities. Decoding is bounded by [`DecodeLimits`]: an image that would need
 //!    more pixels or memory is refused before it is decoded.
 //! 2. **To RGB, 8 bit**: grey is copied to all three channels; alpha is
 //!    dropped (as Pillow's `convert("RGB")` does); 16-bit samples are scaled
@@ -42,7 +44,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Result, dicom};
 
 /// Memory layout of the model input tensor (batch of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -198,12 +200,15 @@ pub fn decode(bytes: &[u8], origin: &Path, limits: &DecodeLimits) -> Result<Dyna
     if bytes.is_empty() {
         return Err(decode_err("empty file".into()));
     }
+    if dicom::has_dicom_preamble(bytes) || dicom::has_dicom_extension(origin) {
+        return Ok(dicom::decode_dicom(bytes, origin, limits, dicom::FrameChoice::Middle)?.image);
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
     if reader.format().is_none() {
         return Err(decode_err(
-            "unknown format (expected JPEG, PNG, BMP or TIFF)".into(),
+            "unknown format (expected JPEG, PNG, BMP, TIFF or DICOM)".into(),
         ));
     }
     let mut image_limits = image::Limits::default();

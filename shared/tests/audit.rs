@@ -123,3 +123,33 @@ fn writer_appends_durably_and_recovers_after_a_torn_write() {
     assert_eq!(log.damaged.len(), 1, "the torn half-record is reported");
     assert!(log.torn_tail.is_none());
 }
+
+fn received() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_000_789,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::Received {
+            scan: Some(ScanRef {
+                name_sha256: [0x44; 32],
+                content_sha256: [0x55; 32],
+            }),
+            study_uid_sha256: [0x66; 32],
+            sop_instance_uid_sha256: [0x77; 32],
+            calling_ae_title: "MRI1".into(),
+            refused: None,
+        },
+    }
+}
+
+/// The DICOM receipt record, added after version 1 shipped: appended as a
+/// new variant, so the frozen records above keep their bytes.
+const GOLDEN_RECEIVED: &str = "950195c2d9f29e3405302e312e3002014444444444444444444444444444444444444444444444444444444444444444555555555555555555555555555555555555555555555555555555555555555566666666666666666666666666666666666666666666666666666666666666667777777777777777777777777777777777777777777777777777777777777777044d52493105d1ea8c4500";
+
+#[test]
+fn the_dicom_receipt_is_frozen_too_and_round_trips() {
+    let frame = encode_frame(&received());
+    assert_eq!(hex::encode(&frame), GOLDEN_RECEIVED);
+    let log = parse_log(&[encode_frame(&error()), frame, encode_frame(&classified())].concat());
+    assert_eq!(log.records, [error(), received(), classified()]);
+}

@@ -19,3 +19,34 @@ pub fn team_data() -> PathBuf {
         .unwrap_or_else(|| workspace().join("../shared"))
         .join("data/brain-mri")
 }
+
+/// The team's DICOM samples, read in place: `$SCANSIDE_SHARED/data/dicom`.
+pub fn team_dicom() -> PathBuf {
+    team_data()
+        .parent()
+        .expect("data/brain-mri has a parent")
+        .join("dicom")
+}
+
+/// Convert a JPEG to a DICOM MR object with dcmtk's `img2dcm` (installed by
+/// `scripts/setup.sh`): JPEG Baseline transfer syntax, Modality MR. Fails
+/// for what img2dcm cannot take (the team set has PNGs named `.jpg`, and
+/// progressive JPEGs).
+pub fn img2dcm(jpeg: &Path, out: &Path) -> Result<(), String> {
+    let o = std::process::Command::new("img2dcm")
+        .args(["-q", "-k", "Modality=MR", "-k", "PatientName=Test^Scan"])
+        .arg(jpeg)
+        .arg(out)
+        .output()
+        .expect("img2dcm (dcmtk) is installed: run scripts/setup.sh");
+    if o.status.success() {
+        Ok(())
+    } else {
+        let _ = std::fs::remove_file(out);
+        Err(format!(
+            "img2dcm {}: {}",
+            jpeg.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}

@@ -112,6 +112,7 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
         .map(|r| match &r.event {
             AuditEvent::Classified { decision, .. } => format!("{decision:?}"),
             AuditEvent::Error { kind, .. } => format!("{kind:?}"),
+            AuditEvent::Received { .. } => "Received".into(),
         })
         .collect();
     assert_eq!(

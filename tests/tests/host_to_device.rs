@@ -1,14 +1,19 @@
 //! End to end across crates: a model trained and exported by the host
 //! (`scanside`) is loaded and used through the shared classifier path that
-//! the device firmware uses (`scanside_shared`).
+//! the device firmware uses (`scanside_shared`). The class folders mix
+//! JPEG/PNG files with DICOM objects made from team JPEGs by `img2dcm`,
+//! and hold two DICOM files training must skip (a CT, a truncated MR).
 
 use std::path::{Path, PathBuf};
 
 use scanside::train::{TrainOptions, run};
-use scanside_e2e::{team_data, workspace};
+use scanside_e2e::{img2dcm, team_data, team_dicom, workspace};
 use scanside_shared::classifier::{Classifier, classify_files};
 
-/// Eight images per class, linked from the team set into `root`.
+/// Eight images per class from the team set in `root`: the first two JPEGs
+/// of each class converted to DICOM (named without an extension, as DICOM
+/// files often are), the rest linked. Plus a CT and a truncated MR sample,
+/// which training must skip.
 fn subset(root: &Path) -> Vec<PathBuf> {
     let mut picked = Vec::new();
     for class in ["yes", "no"] {
@@ -18,11 +23,23 @@ fn subset(root: &Path) -> Vec<PathBuf> {
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
+        let mut converted = 0;
         for f in files.iter().rev().step_by(7).take(8) {
-            let link = root.join(class).join(f.file_name().unwrap());
-            std::os::unix::fs::symlink(f, &link).unwrap();
-            picked.push(link);
+            let dicom = root.join(class).join(f.file_stem().unwrap());
+            if converted < 2 && img2dcm(f, &dicom).is_ok() {
+                picked.push(dicom);
+                converted += 1;
+            } else {
+                let link = root.join(class).join(f.file_name().unwrap());
+                std::os::unix::fs::symlink(f, &link).unwrap();
+                picked.push(link);
+            }
         }
+        assert_eq!(converted, 2, "{class}: two JPEGs to convert");
+    }
+    for (class, sample) in [("no", "CT_small.dcm"), ("yes", "MR_truncated.dcm")] {
+        std::os::unix::fs::symlink(team_dicom().join(sample), root.join(class).join(sample))
+            .unwrap();
     }
     picked
 }
@@ -46,6 +63,19 @@ fn host_model_runs_unchanged_on_the_device_path() {
     opts.quantize = None;
     opts.quiet = true;
     let outcome = run(&opts).unwrap();
+
+    // The DICOM files trained; the CT and the truncated MR were skipped,
+    // each with its reason.
+    assert_eq!(outcome.summary.n, files.len());
+    let mut skipped: Vec<String> = outcome
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].contains("CT_small.dcm") && skipped[0].contains("modality is CT"));
+    assert!(skipped[1].contains("MR_truncated.dcm") && skipped[1].contains("truncated"));
 
     // The device path reads every manifest fact the host wrote.
     let classifier = Classifier::load(&outcome.model_path).unwrap();

@@ -1,0 +1,217 @@
+//! DICOM decoding against pictures computed independently with pydicom and
+//! numpy (`tests/dicom_golden/make_golden.py`), on the project's synthetic
+//! fixtures and on the team's MR samples in `../shared/data/dicom` (read in
+//! place, never copied).
+
+use std::path::{Path, PathBuf};
+
+use scanside_shared::Error;
+use scanside_shared::dicom::{FrameChoice, Voi, decode_dicom, supported_transfer_syntaxes};
+use scanside_shared::preprocess::{DecodeLimits, PreprocessSpec, preprocess_file};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    file: String,
+    #[serde(rename = "where")]
+    location: String,
+    refused: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    channels: Option<u8>,
+    mean: Option<f64>,
+    window: Option<String>,
+    sha256: Option<String>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicom_golden")
+}
+
+fn team_samples() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dicom");
+    assert!(
+        dir.is_dir(),
+        "the team's DICOM samples are expected at {} (see the README)",
+        dir.display()
+    );
+    dir
+}
+
+fn cases() -> Vec<Case> {
+    serde_json::from_slice(&std::fs::read(fixtures().join("golden.json")).unwrap()).unwrap()
+}
+
+fn path_of(case: &Case) -> PathBuf {
+    match case.location.as_str() {
+        "team" => team_samples().join(&case.file),
+        _ => fixtures().join(&case.file),
+    }
+}
+
+fn decode(
+    path: &Path,
+    frame: FrameChoice,
+) -> scanside_shared::Result<scanside_shared::dicom::DicomSlice> {
+    decode_dicom(
+        &std::fs::read(path).unwrap(),
+        path,
+        &DecodeLimits::default(),
+        frame,
+    )
+}
+
+#[test]
+fn pictures_match_pydicom_and_numpy() {
+    let cases = cases();
+    assert!(cases.iter().filter(|c| c.location == "team").count() >= 8);
+    let mut compared = 0;
+    for case in cases.iter().filter(|c| c.refused.is_none()) {
+        let path = path_of(case);
+        let slice =
+            decode(&path, FrameChoice::Middle).unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let image = &slice.image;
+        assert_eq!(
+            (image.width(), image.height(), image.color().channel_count()),
+            (
+                case.width.unwrap(),
+                case.height.unwrap(),
+                case.channels.unwrap()
+            ),
+            "{}",
+            case.file
+        );
+        let bytes = image.as_bytes();
+        let mean = bytes.iter().map(|&b| f64::from(b)).sum::<f64>() / bytes.len() as f64;
+        assert_eq!(
+            scanside_shared::sha256_hex(bytes),
+            case.sha256.clone().unwrap(),
+            "{}: picture differs from pydicom/numpy (mean {mean:.3} vs {:.3}, window {:?} vs {})",
+            case.file,
+            case.mean.unwrap(),
+            slice.voi,
+            case.window.clone().unwrap()
+        );
+        compared += 1;
+    }
+    assert!(compared >= 13, "compared {compared} pictures");
+}
+
+#[test]
+fn refusals_name_the_file_and_the_reason() {
+    for case in cases().iter().filter(|c| c.refused.is_some()) {
+        let path = path_of(case);
+        let err = decode(&path, FrameChoice::Middle).expect_err(&case.file);
+        let msg = err.to_string();
+        assert!(msg.contains(&case.file), "{msg}");
+        match case.refused.as_deref().unwrap() {
+            "modality" => {
+                assert!(matches!(err, Error::Refused { .. }), "{msg}");
+                assert!(
+                    msg.contains("modality is CT") && msg.contains("MR"),
+                    "{msg}"
+                );
+            }
+            "no pixel data" => {
+                assert!(matches!(err, Error::Refused { .. }), "{msg}");
+                assert!(msg.contains("no Pixel Data"), "{msg}");
+            }
+            "truncated" => {
+                assert!(matches!(err, Error::Decode { .. }), "{msg}");
+                assert!(msg.contains("truncated"), "{msg}");
+            }
+            other => panic!("unknown refusal {other}"),
+        }
+    }
+}
+
+#[test]
+fn every_team_transfer_syntax_decodes_to_the_same_picture() {
+    let dir = team_samples();
+    let reference = decode(&dir.join("MR_small.dcm"), FrameChoice::Middle).unwrap();
+    let supported = supported_transfer_syntaxes();
+    for name in [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+    ] {
+        let slice = decode(&dir.join(name), FrameChoice::Middle).unwrap();
+        assert_eq!(slice.image, reference.image, "{name}");
+        assert!(
+            supported
+                .iter()
+                .any(|(uid, _)| *uid == slice.transfer_syntax),
+            "{name}: {} not listed as supported",
+            slice.transfer_syntax
+        );
+        assert_ne!(slice.transfer_syntax, reference.transfer_syntax, "{name}");
+    }
+}
+
+#[test]
+fn middle_frame_by_default_and_any_frame_on_request() {
+    let path = fixtures().join("multiframe_no_window.dcm");
+    let middle = decode(&path, FrameChoice::Middle).unwrap();
+    assert_eq!(middle.frames, (3, 1));
+    let one = decode(&path, FrameChoice::Index(1)).unwrap();
+    assert_eq!(one.image, middle.image);
+    let zero = decode(&path, FrameChoice::Index(0)).unwrap();
+    assert_ne!(zero.image, middle.image);
+    assert!(matches!(middle.voi, Some(Voi::Stretch { .. })));
+    let err = decode(&path, FrameChoice::Index(3))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("frame 3") && err.contains("has 3"), "{err}");
+}
+
+#[test]
+fn images_beyond_the_limits_are_refused_before_decoding() {
+    let path = team_samples().join("MR_small.dcm");
+    let limits = DecodeLimits {
+        max_side: 32,
+        max_alloc_bytes: 1 << 20,
+    };
+    let err = decode_dicom(
+        &std::fs::read(&path).unwrap(),
+        &path,
+        &limits,
+        FrameChoice::Middle,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("64 × 64"), "{err}");
+}
+
+#[test]
+fn no_patient_data_leaves_the_decoder() {
+    // The fixtures carry a synthetic patient name, ID and birth date.
+    let slice = decode(&fixtures().join("mono1_rescale.dcm"), FrameChoice::Middle).unwrap();
+    let shown = format!("{slice:?}");
+    for secret in ["Synthetic^Phantom", "SYNTH-0001", "19700101"] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+    assert!(slice.study_uid_sha256.is_some() && slice.sop_instance_uid_sha256.is_some());
+}
+
+#[test]
+fn the_shared_path_reads_dicom_by_content_and_by_name() {
+    // By content: the team sample, through the ordinary preprocessing call.
+    let spec = PreprocessSpec::vgg16_caffe(32);
+    let limits = DecodeLimits::default();
+    let dir = team_samples();
+    let tensor = preprocess_file(&dir.join("MR_small.dcm"), &spec, &limits).unwrap();
+    assert_eq!(tensor.shape, [1, 32, 32, 3]);
+    // Grey picture: the three channels of a pixel differ only by the means.
+    let first = &tensor.data[..3];
+    assert!(((first[0] + 103.939) - (first[2] + 123.68)).abs() < 1e-4);
+    // By name: a `.dcm` that is not DICOM gets a DICOM error, not "unknown format".
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("scan 1.dcm");
+    std::fs::write(&fake, vec![7u8; 300]).unwrap();
+    let err = preprocess_file(&fake, &spec, &limits)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("scan 1.dcm") && err.contains("DICM"), "{err}");
+}
