@@ -53,12 +53,12 @@ for target in "${targets[@]}"; do
   "${qemu[@]}" "$bin" classify --json --model "$model" "${scans[@]}" >"$work/$target.jsonl"
   cat "$work/$target.jsonl"
   took
-  python3 - "$work/x86_64.jsonl" "$work/$target.jsonl" "$target" <<'PY'
+  python3 - "$work/x86_64.jsonl" "$work/$target.jsonl" "$target" "${#scans[@]}" <<'PY'
 import json, struct, sys
 ref = [json.loads(l) for l in open(sys.argv[1])]
 arm = [json.loads(l) for l in open(sys.argv[2])]
 target = sys.argv[3]
-assert len(ref) == len(arm) == 2, (ref, arm)
+assert len(ref) == len(arm) == int(sys.argv[4]), (ref, arm)
 f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
 identical = True
 for r, a in zip(ref, arm):

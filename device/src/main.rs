@@ -51,12 +51,16 @@ enum Command {
         /// Model file [default: the shipped model].
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Image files.
+        /// Image or DICOM files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Frame of multi-frame DICOM objects to classify, counting from 0
+        /// [default: the middle one].
+        #[arg(long, value_name = "N")]
+        frame: Option<u32>,
     },
     /// Print the audit log; a torn or damaged record is reported and skipped.
     Log {
@@ -86,8 +90,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Classify { model, files, json } => {
-            let failures = classify_command(model, &files, json)?;
+        Command::Classify {
+            model,
+            files,
+            json,
+            frame,
+        } => {
+            let failures = classify_command(model, &files, json, frame)?;
             Ok(if failures == 0 {
                 ExitCode::SUCCESS
             } else {

@@ -463,3 +463,32 @@ fn classify_reads_dicom_and_refuses_what_the_model_is_not_for() {
         "{cut}"
     );
 }
+
+#[test]
+fn classify_takes_the_middle_frame_unless_told_otherwise() {
+    let multi = workspace().join("shared/tests/dicom_golden/multiframe_no_window.dcm");
+    let classify = |frame: Option<&str>| -> serde_json::Value {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scanside-device"));
+        command.args(["classify", "--json", "--model"]);
+        command.arg(workspace().join("models").join(SHIPPED_MODEL_FILE));
+        if let Some(frame) = frame {
+            command.args(["--frame", frame]);
+        }
+        let o = command.arg(&multi).output().unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let p = |v: &serde_json::Value| v["probability"].as_f64().unwrap();
+    let (middle, first, second) = (classify(None), classify(Some("0")), classify(Some("1")));
+    assert_eq!(
+        p(&middle),
+        p(&second),
+        "the middle of three frames is frame 1"
+    );
+    assert_ne!(p(&middle), p(&first));
+    let beyond = classify(Some("3"));
+    let error = beyond["error"].as_str().unwrap();
+    assert!(
+        error.contains("frame 3") && error.contains("has 3"),
+        "{error}"
+    );
+}

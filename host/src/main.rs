@@ -277,12 +277,16 @@ struct ClassifyArgs {
     /// Model file [default: the shipped model].
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Image files.
+    /// Image or DICOM files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Frame of multi-frame DICOM objects to classify, counting from 0
+    /// [default: the middle one].
+    #[arg(long, value_name = "N")]
+    frame: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -452,7 +456,7 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
-    let failures = classify_command(a.model, &a.files, a.json)?;
+    let failures = classify_command(a.model, &a.files, a.json, a.frame)?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -14,8 +14,11 @@ use serde::Serialize;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
+use crate::dicom::FrameChoice;
 use crate::manifest::ModelManifest;
-use crate::preprocess::{DecodeLimits, InputTensor, preprocess_bytes};
+use crate::preprocess::{
+    DecodeLimits, InputTensor, decode_frame, preprocess_bytes, resize_rgb, tensor_from_rgb, to_rgb8,
+};
 use crate::{Error, Result};
 
 /// Every result says this: scanside is research software.
@@ -28,6 +31,7 @@ pub struct Classifier {
     sha256: String,
     path: PathBuf,
     limits: DecodeLimits,
+    frame: FrameChoice,
     executor: Executor,
 }
 
@@ -88,6 +92,7 @@ impl Classifier {
             sha256: crate::sha256_hex(bytes),
             path: path.to_path_buf(),
             limits: DecodeLimits::default(),
+            frame: FrameChoice::Middle,
             executor: Executor::SingleThread,
         };
         classifier.check_output_shape()?;
@@ -160,9 +165,23 @@ impl Classifier {
         Ok(self.probabilities(input)?[self.manifest.positive_index()])
     }
 
+    /// Which frame of a multi-frame DICOM object to classify (default: the
+    /// middle one).
+    pub fn with_dicom_frame(mut self, frame: FrameChoice) -> Self {
+        self.frame = frame;
+        self
+    }
+
     /// Decode, preprocess and classify image bytes; `origin` names them.
     pub fn classify_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Classification> {
-        let input = preprocess_bytes(bytes, origin, &self.manifest.preprocessing, &self.limits)?;
+        let spec = &self.manifest.preprocessing;
+        let input = match self.frame {
+            FrameChoice::Middle => preprocess_bytes(bytes, origin, spec, &self.limits)?,
+            frame => {
+                let image = to_rgb8(decode_frame(bytes, origin, &self.limits, frame)?);
+                tensor_from_rgb(&resize_rgb(&image, spec), spec)?
+            }
+        };
         let probability = self.positive_probability(&input)?;
         Ok(Classification {
             probability,
@@ -261,12 +280,20 @@ pub fn classify_files(
 }
 
 /// The `classify` command of both binaries: load `model` (the shipped model
-/// when `None`) on all cores and print one result line per file to stdout.
-/// Returns how many files failed.
-pub fn classify_command(model: Option<PathBuf>, files: &[PathBuf], json: bool) -> Result<usize> {
+/// when `None`) on all cores and print one result line per file to stdout;
+/// `frame` picks the frame of multi-frame DICOM objects (`None`: the middle
+/// one). Returns how many files failed.
+pub fn classify_command(
+    model: Option<PathBuf>,
+    files: &[PathBuf],
+    json: bool,
+    frame: Option<u32>,
+) -> Result<usize> {
     let path = crate::shipped::resolve(model)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let classifier = Classifier::load(&path)?.with_threads(cores);
+    let classifier = Classifier::load(&path)?
+        .with_threads(cores)
+        .with_dicom_frame(frame.map_or(FrameChoice::Middle, FrameChoice::Index));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let failures = classify_files(&classifier, files, json, &mut out)

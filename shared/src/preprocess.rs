@@ -192,7 +192,19 @@ pub struct InputTensor {
 }
 
 /// Decode image bytes, bounded by `limits`. `origin` names the file in errors.
+/// A multi-frame DICOM object gives its middle frame.
 pub fn decode(bytes: &[u8], origin: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    decode_frame(bytes, origin, limits, dicom::FrameChoice::Middle)
+}
+
+/// [`decode`], with the frame to take from a multi-frame DICOM object. Any
+/// other file has one frame, 0.
+pub fn decode_frame(
+    bytes: &[u8],
+    origin: &Path,
+    limits: &DecodeLimits,
+    frame: dicom::FrameChoice,
+) -> Result<DynamicImage> {
     let decode_err = |reason: String| Error::Decode {
         path: origin.to_path_buf(),
         reason,
@@ -201,7 +213,12 @@ pub fn decode(bytes: &[u8], origin: &Path, limits: &DecodeLimits) -> Result<Dyna
         return Err(decode_err("empty file".into()));
     }
     if dicom::has_dicom_preamble(bytes) || dicom::has_dicom_extension(origin) {
-        return Ok(dicom::decode_dicom(bytes, origin, limits, dicom::FrameChoice::Middle)?.image);
+        return Ok(dicom::decode_dicom(bytes, origin, limits, frame)?.image);
+    }
+    if let dicom::FrameChoice::Index(i @ 1..) = frame {
+        return Err(decode_err(format!(
+            "frame {i} asked for, but this is a single-frame image (frame 0)"
+        )));
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

@@ -8,7 +8,8 @@ pylibjpeg-openjpeg). It does two things:
 1. Writes small synthetic DICOM objects (no patient data) that exercise what
    the team's samples do not: MONOCHROME1, rescale slope/intercept, several
    window values, LINEAR_EXACT and SIGMOID, multi-frame, no window (8-bit and
-   16-bit), RGB and YBR_FULL colour, no pixel data, a non-MR modality.
+   16-bit), RGB and YBR_FULL colour, no pixel data, a transfer syntax no decoder
+   handles (MPEG-2), a non-MR modality.
 2. For every fixture and every MR sample in ../shared/data/dicom, decodes the
    pixel data with pydicom and computes the 8-bit picture scanside must make,
    with numpy, from the rules written out below (DICOM PS3.3 C.11.2.1.2):
@@ -33,6 +34,7 @@ import pathlib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -140,6 +142,13 @@ def fixtures():
     ds = base()
     out["no_pixel_data.dcm"] = ds
 
+    ds = base()
+    set_grey(ds, phantom(16, 16, 0, 255, 0), 8)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2: not decodable
+    ds.PixelData = encapsulate([bytes(ds.PixelData)])
+    ds["PixelData"].VR = "OB"
+    out["unsupported_syntax.dcm"] = ds
+
     ds = base(modality="CT")
     set_grey(ds, phantom(16, 16, 0, 2000, 0), 12)
     out["ct_as_secondary_capture.dcm"] = ds
@@ -211,6 +220,8 @@ def main():
             refusal = "modality"
         elif "PixelData" not in ds:
             refusal = "no pixel data"
+        elif ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.100":
+            refusal = "transfer syntax"
         else:
             try:
                 img, how = expected(ds)
