@@ -137,7 +137,6 @@ impl Default for Timing {
     }
 }
 
-/// The whole configuration.
 /// The DICOM Storage SCP (`[dicom]`): present means on.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +195,7 @@ fn ae_title_problem(title: &str) -> Option<String> {
     None
 }
 
+/// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {

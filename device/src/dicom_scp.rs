@@ -9,9 +9,9 @@
 //!   ("calling AE title not recognised"), as does a caller beyond the
 //!   association limit.
 //! - **What it accepts**: Verification (C-ECHO), MR Image Storage, Enhanced
-//!   MR Image Storage and Secondary Capture Image Storage (C-STORE), in any
-//!   transfer syntax the registry knows. Other SOP classes (CT, …) are
-//!   refused at negotiation, and the log says which were proposed.
+//!   Secondary Capture Image Storage (C-STORE), in the transfer syntaxes the
+//!   decoder reads. Other SOP classes (CT, Enhanced MR, …) are refused at
+//!   negotiation, and the log says which were proposed.
 //! - **What it stores**: an object whose Modality is `MR`, written to the
 //!   inbox atomically: a dot-named temporary file, `fsync`, rename to
 //!   `<hash>.dcm`, `fsync` of the folder. The name is a hash of the SOP
@@ -50,19 +50,24 @@ use dicom_ul::pdu::{
 
 use scanside_shared::audit::{AuditEvent, ScanRef};
 use scanside_shared::{sha256, sha256_hex};
+use sha2::{Digest, Sha256};
 
 use crate::config::DicomConfig;
 use crate::{Error, Result};
 
-/// The storage SOP classes accepted (plus Verification).
-pub const STORAGE_SOP_CLASSES: [&str; 3] = [
+/// The storage SOP classes accepted (plus Verification). Enhanced MR is
+/// not: its window and rescale live in functional groups, which the
+/// decoder does not read yet.
+pub const STORAGE_SOP_CLASSES: [&str; 2] = [
     uids::MR_IMAGE_STORAGE,
-    uids::ENHANCED_MR_IMAGE_STORAGE,
     uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
 ];
 
 /// Largest object accepted, in bytes (the decoder's own memory limit).
 const MAX_OBJECT_BYTES: usize = 256 << 20;
+
+/// Largest DIMSE command set accepted (real ones are a few hundred bytes).
+const MAX_COMMAND_BYTES: usize = 64 << 10;
 
 /// DIMSE status codes used in responses.
 mod status {
@@ -96,20 +101,33 @@ impl StorageScp {
             ae_title: config.ae_title.trim().to_string(),
             inbox: inbox.to_path_buf(),
             active,
+            max_connections: config.max_associations + 2,
         });
+        remove_stale_temp_files(inbox);
         std::thread::Builder::new()
             .name("dicom-listener".into())
             .spawn(move || {
                 for stream in listener.incoming() {
                     match stream {
                         Ok(stream) => {
+                            // A connection holds a slot from accept to close;
+                            // beyond the limit (plus room for the peers the
+                            // gatekeeper turns away politely) it is closed
+                            // at once, so idle sockets cannot pile up.
+                            let Some(slot) = Slot::take(&shared.active, shared.max_connections)
+                            else {
+                                eprintln!(
+                                    "dicom: connection refused: {} connections already open",
+                                    shared.max_connections
+                                );
+                                continue;
+                            };
                             let (shared, audit) = (shared.clone(), audit.clone());
-                            shared.active.fetch_add(1, Ordering::SeqCst);
                             let spawned = std::thread::Builder::new()
                                 .name("dicom-association".into())
                                 .spawn(move || {
+                                    let _slot = slot;
                                     serve_association(stream, &shared, &audit);
-                                    shared.active.fetch_sub(1, Ordering::SeqCst);
                                 });
                             if let Err(e) = spawned {
                                 eprintln!("dicom: cannot start a thread for a connection: {e}");
@@ -141,6 +159,51 @@ struct Shared {
     inbox: PathBuf,
     /// Connections being served (counted from accept to close).
     active: Arc<AtomicUsize>,
+    /// Connections closed at accept beyond this many.
+    max_connections: usize,
+}
+
+/// One connection's place in the count, given back when dropped (also when
+/// the thread cannot start or the association panics).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(active.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Temporary files of this node (`.<hash>.dcm.<n>.part`) left by a power
+/// cut or a crash: removed at start-up; the inbox ignores them anyway.
+fn remove_stale_temp_files(inbox: &Path) {
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            && name.contains(".dcm.")
+            && name.ends_with(".part")
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        eprintln!("dicom: removed {removed} unfinished temporary file(s) from the inbox");
+    }
 }
 
 /// Admits listed callers that call us by our title, within the limit.
@@ -203,8 +266,10 @@ fn options(
     for sop_class in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(sop_class);
     }
+    // Only what the decoder reads: an object it could not classify is
+    // better refused at negotiation than accepted and rejected later.
     for ts in TransferSyntaxRegistry.iter() {
-        if !ts.is_unsupported() {
+        if ts.can_decode_all() {
             options = options.with_transfer_syntax(ts.uid());
         }
     }
@@ -261,6 +326,11 @@ fn receive_loop(
                     let pc_id = value.presentation_context_id;
                     match value.value_type {
                         PDataValueType::Command => {
+                            if command.len() + value.data.len() > MAX_COMMAND_BYTES {
+                                return Err(
+                                    "command set larger than 64 KiB: association dropped".into()
+                                );
+                            }
                             command.extend_from_slice(&value.data);
                             if !value.is_last {
                                 continue;
@@ -351,7 +421,7 @@ fn receive_loop(
                     "aborted by the peer".into()
                 });
             }
-            other => return Err(format!("unexpected {}", other.short_description())),
+            other => return Err(format!("unexpected {} PDU", other.short_description())),
         }
     }
 }
@@ -401,6 +471,20 @@ fn store_object(
     shared: &Shared,
 ) -> StoreOutcome {
     let sop_hash = sha256(store.sop_instance.as_bytes());
+    if store.sop_instance.is_empty() {
+        eprintln!("dicom: object from {calling} refused: no Affected SOP Instance UID");
+        return StoreOutcome {
+            status: status::CANNOT_UNDERSTAND,
+            comment: Some("no Affected SOP Instance UID".into()),
+            event: AuditEvent::Received {
+                scan: None,
+                study_uid_sha256: sha256(b""),
+                sop_instance_uid_sha256: sop_hash,
+                calling_ae_title: calling.to_string(),
+                refused: Some("no Affected SOP Instance UID".into()),
+            },
+        };
+    }
     let label = &sha256_hex(store.sop_instance.as_bytes())[..12];
     let refuse = |status: u16, reason: String, study: [u8; 32]| {
         eprintln!("dicom: object {label} from {calling} refused: {reason}");
@@ -484,7 +568,7 @@ fn store_object(
         }
         Err(e) => refuse(
             status::OUT_OF_RESOURCES,
-            format!("cannot write to the inbox: {e}"),
+            format!("cannot write {name} to {}: {e}", shared.inbox.display()),
             study,
         ),
     }
@@ -508,25 +592,43 @@ fn write_atomically(
         .source_application_entity_title(ae_title)
         .build()
         .map_err(|e| std::io::Error::other(first_line(&e)))?;
-    let mut bytes = Vec::with_capacity(dataset.len() + 512);
-    bytes.extend_from_slice(&[0u8; 128]);
-    bytes.extend_from_slice(b"DICM");
-    meta.write(&mut bytes)
+    let mut header = Vec::with_capacity(512);
+    header.extend_from_slice(&[0u8; 128]);
+    header.extend_from_slice(b"DICM");
+    meta.write(&mut header)
         .map_err(|e| std::io::Error::other(first_line(&e)))?;
-    bytes.extend_from_slice(dataset);
-    let temp = dir.join(format!(".{name}.part"));
+    // A name no other association uses at the same time (two copies of one
+    // object may arrive at once); `create_new` never reuses a file.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let temp = dir.join(format!(
+        ".{name}.{}-{}.part",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&bytes)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(&header)?;
+        file.write_all(dataset)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&temp, dir.join(name))?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(&temp, dir.join(name))
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
-    result.map(|()| sha256(&bytes))
+    // The file is in place; a failed folder sync only weakens durability
+    // across a power cut, so it is logged, not reported as a refusal.
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        eprintln!("dicom: cannot sync {}: {e}", dir.display());
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&header);
+    hasher.update(dataset);
+    Ok(hasher.finalize().into())
 }
 
 fn int(object: &InMemDicomObject, tag: dicom_core::Tag) -> std::result::Result<u16, String> {
@@ -547,8 +649,20 @@ fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
+/// The first line of an error, at most 160 characters. dicom-ul's
+/// "unexpected PDU" errors print the PDU itself, which may carry patient
+/// data: those become a fixed text.
 fn first_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
+    let text = e.to_string();
+    if text.to_ascii_lowercase().contains("unexpected pdu") {
+        return "unexpected PDU from the peer".into();
+    }
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(160)
+        .collect()
 }
 
 fn sop_class_name(uid: &str) -> String {
@@ -642,4 +756,46 @@ fn send(
             }],
         })
         .map_err(|e| first_line(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_limited_and_given_back_when_dropped() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&active, 2).unwrap();
+        let b = Slot::take(&active, 2).unwrap();
+        assert!(Slot::take(&active, 2).is_none());
+        drop(a);
+        let c = Slot::take(&active, 2).unwrap();
+        assert_eq!(active.load(Ordering::SeqCst), 2);
+        drop((b, c));
+        assert_eq!(active.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn only_this_nodes_temporary_files_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join(".0123abcd.dcm.42-7.part");
+        let others = [
+            dir.path().join("scan.dcm"),
+            dir.path().join(".export.part"),
+            dir.path().join("0123abcd.dcm"),
+        ];
+        for f in others.iter().chain([&ours]) {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_stale_temp_files(dir.path());
+        assert!(!ours.exists());
+        assert!(others.iter().all(|f| f.exists()));
+    }
+
+    #[test]
+    fn unexpected_pdu_errors_do_not_reach_the_log() {
+        let e = "unexpected PDU PData { data: [PDataValue { data: [80, 65, 84] }] }";
+        assert_eq!(first_line(&e), "unexpected PDU from the peer");
+        assert_eq!(first_line(&"line one\nline two"), "line one");
+    }
 }

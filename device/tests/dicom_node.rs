@@ -82,7 +82,13 @@ impl Node {
 
     /// Wait for a stderr line matching `done` (lines already seen count).
     fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        if let Some(l) = self.lines.iter().find(|l| done(l)) {
+        self.wait_for_after(0, what, done)
+    }
+
+    /// Wait for a stderr line matching `done` among the lines after the
+    /// first `seen`.
+    fn wait_for_after(&mut self, seen: usize, what: &str, done: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.lines.iter().skip(seen).find(|l| done(l)) {
             return l.clone();
         }
         let start = Instant::now();
@@ -284,6 +290,7 @@ fn a_scanner_sends_over_dicom_and_a_press_classifies_what_arrived() {
     // A client that drops the connection halfway through a data set leaves
     // no file, partial or temporary, in the inbox.
     let bytes = std::fs::read(samples.join("MR_small.dcm")).unwrap();
+    let seen = node.count("");
     let mut assoc = client("MRI1").establish(("127.0.0.1", node.port)).unwrap();
     let pc = assoc.presentation_contexts()[0].id;
     let command = InMemDicomObject::command_from_element_iter([
@@ -342,7 +349,7 @@ fn a_scanner_sends_over_dicom_and_a_press_classifies_what_arrived() {
     }
     assoc.inner_stream().shutdown(Shutdown::Both).unwrap();
     drop(assoc);
-    node.wait_for("the dropped association", |l| {
+    node.wait_for_after(seen, "the dropped association", |l| {
         l.contains("association with MRI1 ended")
     });
     assert_eq!(
@@ -358,7 +365,7 @@ fn a_scanner_sends_over_dicom_and_a_press_classifies_what_arrived() {
     let second = client("PACS").establish(("127.0.0.1", node.port)).unwrap();
     assert!(client("MRI1").establish(("127.0.0.1", node.port)).is_err());
     node.wait_for("the limit", |l| l.contains("associations already open"));
-    std::thread::sleep(Duration::from_millis(2600));
+    std::thread::sleep(Duration::from_secs(4));
     let third = client("MRI1").establish(("127.0.0.1", node.port));
     assert!(third.is_ok(), "idle associations were not dropped");
     drop((first, second, third));

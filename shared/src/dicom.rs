@@ -11,8 +11,10 @@
 //!    from 0, unless [`FrameChoice::Index`] says otherwise.
 //! 2. **Refuse** what the model is not for, before decoding: a Modality other
 //!    than `MR`, no Pixel Data, a transfer syntax this build cannot decode,
-//!    pixel data shorter than its header says (a truncated file), or an image
-//!    beyond the [`DecodeLimits`].
+//!    pixel data shorter than its header says (a truncated file), an image
+//!    beyond the [`DecodeLimits`], and what this version cannot window
+//!    faithfully: enhanced objects (per-frame functional groups) and
+//!    uncompressed `YBR_FULL_422`.
 //! 3. **Rescale** (grey images): `v = stored × RescaleSlope + RescaleIntercept`
 //!    (1 and 0 when absent).
 //! 4. **Window** to 0–255 with the file's first Window Center/Width value and
@@ -24,8 +26,8 @@
 //!    (a min–max that a few hot pixels cannot spoil).
 //! 5. **Round** half away from zero and clamp to 0–255; **invert** for
 //!    `MONOCHROME1` (where low values are white).
-//! 6. Colour images (`RGB`, `YBR_FULL`, `YBR_FULL_422`) are converted to
-//!    8-bit RGB by `dicom-pixeldata` and not windowed.
+//! 6. Colour images (`RGB`, `YBR_FULL`, and JPEG-compressed `YBR_FULL_422`)
+//!    are converted to 8-bit RGB and not windowed.
 //!
 //! The result is an ordinary [`image::DynamicImage`], so the rest of
 //! [`crate::preprocess`] treats a DICOM slice exactly as a JPEG.
@@ -227,6 +229,23 @@ pub fn decode_dicom(
     let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
         return Err(refused("no Pixel Data: not an image".into()));
     };
+    if obj
+        .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+        .ok()
+        .flatten()
+        .is_some()
+        || obj
+            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        return Err(refused(
+            "an enhanced (functional-group) object: its window and rescale are \
+             per frame, which this version does not read"
+                .into(),
+        ));
+    }
     let header = ImageHeader::read(&obj).map_err(decode_err)?;
     header
         .check_limits(limits)
@@ -237,6 +256,11 @@ pub fn decode_dicom(
     // Native (uncompressed) pixel data must be as long as the header says;
     // shorter means the file was cut off.
     if let Ok(raw) = pixel_data.to_bytes() {
+        if header.photometric == "YBR_FULL_422" {
+            return Err(refused(
+                "uncompressed YBR_FULL_422 (chroma subsampled) is not supported".into(),
+            ));
+        }
         let expected = header.frame_bytes() * u64::from(header.frames);
         if (raw.len() as u64) < expected {
             return Err(decode_err(format!(
@@ -308,6 +332,7 @@ struct ImageHeader {
     bits_stored: u16,
     frames: u32,
     monochrome1: bool,
+    photometric: String,
 }
 
 impl ImageHeader {
@@ -334,15 +359,25 @@ impl ImageHeader {
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
             .unwrap_or_default();
+        let small = |value: u32, name: &str| {
+            u16::try_from(value).map_err(|_| format!("bad {name}: {value}"))
+        };
         let bits_allocated = int(tags::BITS_ALLOCATED, "Bits Allocated")?;
         let header = ImageHeader {
             rows: int(tags::ROWS, "Rows")?,
             columns: int(tags::COLUMNS, "Columns")?,
-            samples_per_pixel: optional_int(tags::SAMPLES_PER_PIXEL, 1) as u16,
-            bits_allocated: bits_allocated as u16,
-            bits_stored: optional_int(tags::BITS_STORED, bits_allocated) as u16,
+            samples_per_pixel: small(
+                optional_int(tags::SAMPLES_PER_PIXEL, 1),
+                "Samples per Pixel",
+            )?,
+            bits_allocated: small(bits_allocated, "Bits Allocated")?,
+            bits_stored: small(
+                optional_int(tags::BITS_STORED, bits_allocated),
+                "Bits Stored",
+            )?,
             frames: optional_int(tags::NUMBER_OF_FRAMES, 1).max(1),
             monochrome1: photometric == "MONOCHROME1",
+            photometric,
         };
         if header.rows == 0 || header.columns == 0 {
             return Err(format!(
@@ -376,10 +411,15 @@ impl ImageHeader {
     /// Refuse images beyond the decode limits before decoding anything.
     fn check_limits(&self, limits: &DecodeLimits) -> std::result::Result<(), String> {
         let side = self.rows.max(self.columns);
-        // The decoded frame, its f64 values and the 8-bit result.
-        let needed = self.frame_bytes() * u64::from(self.frames)
-            + u64::from(self.rows) * u64::from(self.columns) * 9;
-        if side > limits.max_side || needed > limits.max_alloc_bytes {
+        // Checked first: with both sides bounded the products below cannot
+        // overflow. Memory: the decoded frames, plus per pixel of the frame
+        // used its stored and rescaled f64 values, a sorted copy for the
+        // percentiles and the 8-bit result (25 bytes).
+        let needed = (side <= limits.max_side).then(|| {
+            self.frame_bytes().saturating_mul(u64::from(self.frames))
+                + u64::from(self.rows) * u64::from(self.columns) * 25
+        });
+        if needed.is_none_or(|n| n > limits.max_alloc_bytes) {
             return Err(format!(
                 "{} × {} px, {} frame(s) (limit: {} px a side, {} MiB)",
                 self.columns,

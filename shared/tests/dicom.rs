@@ -116,6 +116,10 @@ fn refusals_name_the_file_and_the_reason() {
                 assert!(matches!(err, Error::Refused { .. }), "{msg}");
                 assert!(msg.contains("no Pixel Data"), "{msg}");
             }
+            "enhanced" => {
+                assert!(matches!(err, Error::Refused { .. }), "{msg}");
+                assert!(msg.contains("functional-group"), "{msg}");
+            }
             "transfer syntax" => {
                 assert!(matches!(err, Error::Refused { .. }), "{msg}");
                 assert!(msg.contains("transfer syntax"), "{msg}");

@@ -9,7 +9,8 @@ pylibjpeg-openjpeg). It does two things:
    the team's samples do not: MONOCHROME1, rescale slope/intercept, several
    window values, LINEAR_EXACT and SIGMOID, multi-frame, no window (8-bit and
    16-bit), RGB and YBR_FULL colour, no pixel data, a transfer syntax no decoder
-   handles (MPEG-2), a non-MR modality.
+   handles (MPEG-2), an enhanced MR object (functional groups, not read
+   yet), a non-MR modality.
 2. For every fixture and every MR sample in ../shared/data/dicom, decodes the
    pixel data with pydicom and computes the 8-bit picture scanside must make,
    with numpy, from the rules written out below (DICOM PS3.3 C.11.2.1.2):
@@ -149,6 +150,15 @@ def fixtures():
     ds["PixelData"].VR = "OB"
     out["unsupported_syntax.dcm"] = ds
 
+    ds = base(sop_class="1.2.840.10008.5.1.4.1.1.4.1")  # Enhanced MR
+    set_grey(ds, [phantom(16, 16, 0, 1000, s) for s in range(2)], 12)
+    item = Dataset()
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 500, 1000
+    item.FrameVOILUTSequence = [voi]
+    ds.SharedFunctionalGroupsSequence = [item]
+    out["enhanced_mr.dcm"] = ds
+
     ds = base(modality="CT")
     set_grey(ds, phantom(16, 16, 0, 2000, 0), 12)
     out["ct_as_secondary_capture.dcm"] = ds
@@ -222,6 +232,8 @@ def main():
             refusal = "no pixel data"
         elif ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.100":
             refusal = "transfer syntax"
+        elif "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+            refusal = "enhanced"
         else:
             try:
                 img, how = expected(ds)
