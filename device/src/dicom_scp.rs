@@ -471,20 +471,6 @@ fn store_object(
     shared: &Shared,
 ) -> StoreOutcome {
     let sop_hash = sha256(store.sop_instance.as_bytes());
-    if store.sop_instance.is_empty() {
-        eprintln!("dicom: object from {calling} refused: no Affected SOP Instance UID");
-        return StoreOutcome {
-            status: status::CANNOT_UNDERSTAND,
-            comment: Some("no Affected SOP Instance UID".into()),
-            event: AuditEvent::Received {
-                scan: None,
-                study_uid_sha256: sha256(b""),
-                sop_instance_uid_sha256: sop_hash,
-                calling_ae_title: calling.to_string(),
-                refused: Some("no Affected SOP Instance UID".into()),
-            },
-        };
-    }
     let label = &sha256_hex(store.sop_instance.as_bytes())[..12];
     let refuse = |status: u16, reason: String, study: [u8; 32]| {
         eprintln!("dicom: object {label} from {calling} refused: {reason}");
@@ -500,6 +486,13 @@ fn store_object(
             },
         }
     };
+    if store.sop_instance.is_empty() {
+        return refuse(
+            status::CANNOT_UNDERSTAND,
+            "no Affected SOP Instance UID".into(),
+            sha256(b""),
+        );
+    }
     let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
         return refuse(
             status::CANNOT_UNDERSTAND,

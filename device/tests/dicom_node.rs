@@ -21,13 +21,10 @@ use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
 mod common;
-use common::{spawn_with_stderr_lines, workspace};
+use common::{spawn_with_stderr_lines, team_data, workspace};
 
 fn samples() -> PathBuf {
-    let shared = std::env::var_os("SCANSIDE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared"));
-    let dir = shared.join("data/dicom");
+    let dir = team_data().join("dicom");
     assert!(dir.is_dir(), "DICOM samples not found at {}", dir.display());
     dir
 }

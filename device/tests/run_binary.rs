@@ -14,13 +14,10 @@ use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
 mod common;
-use common::{spawn_with_stderr_lines, workspace};
+use common::{spawn_with_stderr_lines, team_data, workspace};
 
 fn team_scan(rel: &str) -> PathBuf {
-    let shared = std::env::var_os("SCANSIDE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared"));
-    let p = shared.join("data/brain-mri").join(rel);
+    let p = team_data().join("brain-mri").join(rel);
     assert!(p.is_file(), "team scan {} not found", p.display());
     p
 }

@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 use crate::dicom::FrameChoice;
 use crate::manifest::ModelManifest;
 use crate::preprocess::{
-    DecodeLimits, InputTensor, decode_frame, preprocess_bytes, resize_rgb, tensor_from_rgb, to_rgb8,
+    DecodeLimits, InputTensor, decode_frame, resize_rgb, tensor_from_rgb, to_rgb8,
 };
 use crate::{Error, Result};
 
@@ -175,13 +175,8 @@ impl Classifier {
     /// Decode, preprocess and classify image bytes; `origin` names them.
     pub fn classify_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Classification> {
         let spec = &self.manifest.preprocessing;
-        let input = match self.frame {
-            FrameChoice::Middle => preprocess_bytes(bytes, origin, spec, &self.limits)?,
-            frame => {
-                let image = to_rgb8(decode_frame(bytes, origin, &self.limits, frame)?);
-                tensor_from_rgb(&resize_rgb(&image, spec), spec)?
-            }
-        };
+        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
+        let input = tensor_from_rgb(&resize_rgb(&image, spec), spec)?;
         let probability = self.positive_probability(&input)?;
         Ok(Classification {
             probability,

@@ -229,16 +229,9 @@ pub fn decode_dicom(
     let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
         return Err(refused("no Pixel Data: not an image".into()));
     };
-    if obj
-        .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
-        .ok()
-        .flatten()
-        .is_some()
-        || obj
-            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-            .ok()
-            .flatten()
-            .is_some()
+    let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
+    if has(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+        || has(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
     {
         return Err(refused(
             "an enhanced (functional-group) object: its window and rescale are \
@@ -331,7 +324,6 @@ struct ImageHeader {
     bits_allocated: u16,
     bits_stored: u16,
     frames: u32,
-    monochrome1: bool,
     photometric: String,
 }
 
@@ -376,7 +368,6 @@ impl ImageHeader {
                 "Bits Stored",
             )?,
             frames: optional_int(tags::NUMBER_OF_FRAMES, 1).max(1),
-            monochrome1: photometric == "MONOCHROME1",
             photometric,
         };
         if header.rows == 0 || header.columns == 0 {
@@ -486,11 +477,12 @@ fn window_grey(
             header.rows
         ));
     }
+    let invert = header.photometric == "MONOCHROME1";
     let grey: Vec<u8> = values[..n]
         .iter()
         .map(|&x| {
             let y = voi.apply(x).round() as u8;
-            if header.monochrome1 { 255 - y } else { y }
+            if invert { 255 - y } else { y }
         })
         .collect();
     let image = GrayImage::from_raw(header.columns, header.rows, grey)

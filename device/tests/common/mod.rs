@@ -10,6 +10,15 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The team's data folder, read in place: `$SCANSIDE_SHARED/data`, by
+/// default `../shared/data` beside the checkout.
+pub fn team_data() -> PathBuf {
+    std::env::var_os("SCANSIDE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"))
+        .join("data")
+}
+
 /// Spawn `command` with stdin piped (the simulated button), stdout
 /// discarded, and its stderr lines (log and LED lines) delivered on the
 /// returned channel as they are written.
