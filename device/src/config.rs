@@ -34,6 +34,11 @@
 //! calling_ae_titles = ["MRI1"]          # only these may send; others are rejected
 //! max_associations = 4                  # at once; more are rejected
 //! timeout_s = 30                        # idle time before a peer is dropped
+//!
+//! [archive]                             # optional: keep a copy of each classified scan
+//! dir = "/var/lib/scanside/archive"     # created 0700; files named by content hash
+//! max_mb = 1024                         # size cap; the oldest scans are evicted first
+//! overlays = true                       # also save a Grad-CAM overlay per scan
 //! ```
 //!
 //! Unknown keys are errors too (a misspelt key must not silently fall back
@@ -195,6 +200,24 @@ fn ae_title_problem(title: &str) -> Option<String> {
     None
 }
 
+/// The optional scan archive (see [`crate::archive`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Folder for the copies (created if missing).
+    pub dir: PathBuf,
+    /// Size cap in MiB (1 MiB to 1 TiB); beyond it the oldest scans go first.
+    #[serde(default = "default_archive_mb")]
+    pub max_mb: u64,
+    /// Also save a Grad-CAM overlay (`<hash>.gradcam.png`) of each scan.
+    #[serde(default)]
+    pub overlays: bool,
+}
+
+fn default_archive_mb() -> u64 {
+    1024
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,8 +242,12 @@ pub struct DeviceConfig {
     /// Timings.
     #[serde(default)]
     pub timing: Timing,
+    /// The DICOM storage node; off when absent.
     #[serde(default)]
     pub dicom: Option<DicomConfig>,
+    /// The scan archive; off when absent.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl DeviceConfig {
@@ -308,6 +335,14 @@ impl DeviceConfig {
                 ));
             }
         }
+        if let Some(a) = &c.archive
+            && !(1..=1 << 20).contains(&a.max_mb)
+        {
+            return Err(bad(format!(
+                "`archive.max_mb`: must be in 1..=1048576, got {}",
+                a.max_mb
+            )));
+        }
         Ok(c)
     }
 }
@@ -353,6 +388,13 @@ red = 23
             (d.ae_title.as_str(), d.port, d.max_associations),
             ("SCANSIDE", 11112, 4)
         );
+        assert_eq!(c.archive, None);
+        let with_archive = format!("{GOOD}[archive]\ndir = \"a\"\n");
+        let a = DeviceConfig::parse(&with_archive, Path::new("device.toml"))
+            .unwrap()
+            .archive
+            .unwrap();
+        assert_eq!((a.max_mb, a.overlays), (1024, false));
     }
 
     #[test]
@@ -392,6 +434,14 @@ red = 23
         assert!(err(&dicom).contains("dicom.ae_title"), "{}", err(&dicom));
         let dicom = format!("{GOOD}[dicom]\ncalling_ae_titles = [\"MRI\"]\nport = 70000\n");
         assert!(err(&dicom).contains("port"), "{}", err(&dicom));
+        let archive = format!("{GOOD}[archive]\ndir = \"a\"\nmax_mb = 0\n");
+        assert!(
+            err(&archive).contains("archive.max_mb"),
+            "{}",
+            err(&archive)
+        );
+        let archive = format!("{GOOD}[archive]\ndir = \"a\"\noverlay = true\n");
+        assert!(err(&archive).contains("overlay"), "{}", err(&archive));
         let sim_without_pins = "model = \"m\"\ninbox = \"i\"\naudit_log = \"l\"\nboard = \"rpi\"\n";
         assert!(err(sim_without_pins).contains("`pins`"));
     }

@@ -26,7 +26,6 @@
 //!   date are never read.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -184,23 +183,10 @@ impl Drop for Slot {
     }
 }
 
-/// Temporary files of this node (`.<hash>.dcm.<n>.part`) left by a power
-/// cut or a crash: removed at start-up; the inbox ignores them anyway.
+/// Temporary files of this node (`.<hash>.dcm.<pid>-<n>.part`) left by a
+/// power cut or a crash: removed at start-up; the inbox ignores them anyway.
 fn remove_stale_temp_files(inbox: &Path) {
-    let Ok(entries) = std::fs::read_dir(inbox) else {
-        return;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.')
-            && name.contains(".dcm.")
-            && name.ends_with(".part")
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
-            removed += 1;
-        }
-    }
+    let removed = crate::durable::remove_stale_parts(inbox, |name| name.ends_with(".dcm"));
     if removed > 0 {
         eprintln!("dicom: removed {removed} unfinished temporary file(s) from the inbox");
     }
@@ -568,8 +554,8 @@ fn store_object(
 }
 
 /// Write preamble, file meta group and the data set as received (no
-/// re-encoding) to `.name.part`, fsync, rename to `name`, fsync the folder.
-/// Returns the SHA-256 of the file.
+/// re-encoding) to `name`, atomically ([`crate::durable`]). Returns the
+/// SHA-256 of the file.
 fn write_atomically(
     dir: &Path,
     name: &str,
@@ -590,34 +576,8 @@ fn write_atomically(
     header.extend_from_slice(b"DICM");
     meta.write(&mut header)
         .map_err(|e| std::io::Error::other(first_line(&e)))?;
-    // A name no other association uses at the same time (two copies of one
-    // object may arrive at once); `create_new` never reuses a file.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let temp = dir.join(format!(
-        ".{name}.{}-{}.part",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(&header)?;
-        file.write_all(dataset)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, dir.join(name))
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    // The file is in place; a failed folder sync only weakens durability
-    // across a power cut, so it is logged, not reported as a refusal.
-    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        eprintln!("dicom: cannot sync {}: {e}", dir.display());
-    }
+    // Two copies of one object may arrive at once: the temporary names differ.
+    crate::durable::write_atomically(dir, name, &[&header, dataset])?;
     let mut hasher = Sha256::new();
     hasher.update(&header);
     hasher.update(dataset);

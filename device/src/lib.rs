@@ -18,18 +18,23 @@
 //!   folder scans arrive in, and the main loop that ties panel, model,
 //!   inbox and audit log together; [`worker`]: the thread that owns the
 //!   model; [`systemd`]: readiness and watchdog; [`dicom_scp`]: the DICOM
-//!   storage node that receives scans straight from the scanner.
+//!   storage node that receives scans straight from the scanner;
+//!   [`archive`]: the optional, size-capped copy of every classified scan
+//!   (with its Grad-CAM overlay); [`durable`]: the crash-safe file writes
+//!   both use.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
 
 pub mod appliance;
+pub mod archive;
 pub mod boards;
 pub mod button;
 pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod dicom_scp;
+pub mod durable;
 pub mod error;
 pub mod inbox;
 pub mod leds;

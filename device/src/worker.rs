@@ -13,9 +13,12 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 use scanside_shared::audit::{ErrorKind, ModelRef, ScanRef};
 use scanside_shared::classifier::Classifier;
+use scanside_shared::explain::png_bytes;
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::{sha256, sha256_hex};
 
+use crate::archive::Archive;
+use crate::config::ArchiveConfig;
 use crate::{Error, Result};
 
 /// A scan's outcome: its reference and tumour probability, or what went
@@ -50,8 +53,10 @@ pub struct Worker {
 }
 
 /// Load a model and check it: SHA-256 against `expected` (if given), then
-/// one warm-up inference. Uses every core for each inference.
-pub fn load_model(path: &Path, expected: Option<&str>) -> Result<Classifier> {
+/// one warm-up inference. Uses every core for each inference. With
+/// `explaining`, the classifier can also draw Grad-CAM maps (the model
+/// must have a scanside dense head).
+pub fn load_model(path: &Path, expected: Option<&str>, explaining: bool) -> Result<Classifier> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let actual = sha256_hex(&bytes);
     if let Some(want) = expected
@@ -63,7 +68,12 @@ pub fn load_model(path: &Path, expected: Option<&str>) -> Result<Classifier> {
         )));
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let classifier = Classifier::from_bytes(&bytes, path)?.with_threads(cores);
+    let classifier = if explaining {
+        Classifier::from_bytes_explaining(&bytes, path)?
+    } else {
+        Classifier::from_bytes(&bytes, path)?
+    }
+    .with_threads(cores);
     let spec = &classifier.manifest().preprocessing;
     let zeros = scanside_shared::preprocess::InputTensor {
         shape: spec.input_shape(1),
@@ -75,8 +85,15 @@ pub fn load_model(path: &Path, expected: Option<&str>) -> Result<Classifier> {
 
 impl Worker {
     /// Start the thread and wait until it has loaded and verified the
-    /// model at `path` (see [`load_model`]).
-    pub fn start(path: &Path, expected: Option<&str>) -> Result<(Worker, LoadedModel)> {
+    /// model at `path` (see [`load_model`]). With `archive`, every
+    /// classified scan is also kept there (see [`crate::archive`]).
+    pub fn start(
+        path: &Path,
+        expected: Option<&str>,
+        archive: Option<&ArchiveConfig>,
+    ) -> Result<(Worker, LoadedModel)> {
+        let archive = archive.map(Archive::open).transpose()?;
+        let explaining = archive.as_ref().is_some_and(Archive::wants_overlays);
         let (jobs, job_rx) = channel::<PathBuf>();
         let (done_tx, done) = channel();
         let (ready_tx, ready) = channel();
@@ -84,7 +101,7 @@ impl Worker {
         std::thread::Builder::new()
             .name("classifier".into())
             .spawn(move || {
-                let classifier = match load_model(&path, expected.as_deref()) {
+                let classifier = match load_model(&path, expected.as_deref(), explaining) {
                     Ok(c) => {
                         let mut sha256 = [0u8; 32];
                         hex::decode_to_slice(c.sha256(), &mut sha256).expect("64 hex digits");
@@ -103,7 +120,7 @@ impl Worker {
                     }
                 };
                 for scan in job_rx {
-                    let outcome = classify(&classifier, &scan);
+                    let outcome = classify(&classifier, &scan, archive.as_ref());
                     if done_tx.send((scan, outcome)).is_err() {
                         break;
                     }
@@ -131,8 +148,10 @@ impl Worker {
     }
 }
 
-/// Read, hash and classify one scan.
-fn classify(classifier: &Classifier, scan: &Path) -> ScanOutcome {
+/// Read, hash and classify one scan; keep it (and its overlay) in the
+/// archive if there is one. A scan the archive cannot take is still
+/// classified: the problem goes to the journal.
+fn classify(classifier: &Classifier, scan: &Path, archive: Option<&Archive>) -> ScanOutcome {
     let bytes =
         std::fs::read(scan).map_err(|e| (None, ErrorKind::UnreadableScan, e.to_string()))?;
     let name = scan
@@ -143,7 +162,23 @@ fn classify(classifier: &Classifier, scan: &Path) -> ScanOutcome {
         name_sha256: sha256(name.as_bytes()),
         content_sha256: sha256(&bytes),
     };
-    match classifier.classify_bytes(&bytes, scan) {
+    let (result, overlay) = if classifier.can_explain() {
+        match classifier.explain_bytes(&bytes, scan) {
+            Ok(x) => {
+                let png = png_bytes(&x.overlay(classifier.manifest().threshold));
+                (Ok(x.classification), Some(png))
+            }
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        (classifier.classify_bytes(&bytes, scan), None)
+    };
+    if let (Ok(_), Some(archive)) = (&result, archive)
+        && let Err(e) = archive.store(&scan_ref.content_sha256, scan, &bytes, overlay.as_deref())
+    {
+        eprintln!("archive: {e}");
+    }
+    match result {
         Ok(c) => Ok((scan_ref, c.probability)),
         Err(e @ scanside_shared::Error::Inference(_)) => {
             Err((Some(scan_ref), ErrorKind::ModelFailure, e.to_string()))

@@ -323,18 +323,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A feature map, channels first: `data[c * h * w + y * w + x]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FeatureMap {
-    /// Channels.
-    pub channels: usize,
-    /// Height.
-    pub height: usize,
-    /// Width.
-    pub width: usize,
-    /// Values, CHW order.
-    pub data: Vec<f32>,
-}
+/// A feature map, channels first: `data[c * h * w + y * w + x]` (the type
+/// the device's Grad-CAM reads too).
+pub use scanside_shared::explain::FeatureMap;
 
 /// A loaded, optimised backbone at one input size.
 pub struct Backbone {

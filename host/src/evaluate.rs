@@ -5,12 +5,13 @@
 //! preprocessing and the model in tract, exactly as on the device; the
 //! decision uses the model's recorded threshold.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use scanside_shared::classifier::{Classifier, NOTICE};
+use scanside_shared::manifest::ModelManifest;
 
 use crate::Result;
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
@@ -30,6 +31,32 @@ pub struct Evaluation {
     pub metrics: Metrics,
     /// Files skipped (unreadable), with reasons.
     pub skipped: Vec<Skipped>,
+    /// The model's manifest (for the HTML report; not in the JSON).
+    #[serde(skip)]
+    pub manifest: ModelManifest,
+    /// Every scored image (for the HTML report; not in the JSON).
+    #[serde(skip)]
+    pub predictions: Vec<Prediction>,
+}
+
+/// One scored image.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// The file.
+    pub path: PathBuf,
+    /// True label (1 = positive class).
+    pub label: u8,
+    /// Positive-class probability.
+    pub probability: f32,
+}
+
+/// Where `evaluate` writes its HTML report unless told otherwise: beside
+/// the model, `<model stem>.evaluation.html`.
+pub fn default_report_path(model: &Path) -> PathBuf {
+    let stem = model
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    model.with_file_name(format!("{stem}.evaluation.html"))
 }
 
 /// Evaluate `model` on the labelled folder `data`.
@@ -50,26 +77,30 @@ pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
         .par_iter()
         .map(|item| Ok(classifier.classify_file(&item.path)?.probability))
         .collect();
-    let mut probs = Vec::new();
-    let mut labels = Vec::new();
+    let mut predictions = Vec::new();
     let mut skipped = dataset.skipped.clone();
     for (item, r) in dataset.items.iter().zip(results) {
         match r {
-            Ok(p) => {
-                probs.push(p);
-                labels.push(item.label);
-            }
+            Ok(p) => predictions.push(Prediction {
+                path: item.path.clone(),
+                label: item.label,
+                probability: p,
+            }),
             Err(e) => skipped.push(Skipped {
                 path: item.path.clone(),
                 reason: e.to_string(),
             }),
         }
     }
+    let probs: Vec<f32> = predictions.iter().map(|p| p.probability).collect();
+    let labels: Vec<u8> = predictions.iter().map(|p| p.label).collect();
     Ok(Evaluation {
         notice: NOTICE,
         model_id: m.model_id.clone(),
         model_sha256: classifier.sha256().to_string(),
         metrics: Metrics::compute(&probs, &labels, m.threshold),
         skipped,
+        predictions,
+        manifest: m.clone(),
     })
 }

@@ -131,6 +131,10 @@ pub struct Int8Report {
     pub oof_decision_agreement: f64,
     /// The thresholds the model had to meet.
     pub options: QuantizeOptions,
+    /// `[f32, int8]` probability per training image (for the report's
+    /// agreement plot; not serialised).
+    #[serde(skip)]
+    pub training_pairs: Vec<[f32; 2]>,
 }
 
 impl Int8Report {
@@ -377,6 +381,12 @@ pub fn quantize_checked(
         oof_int8: Metrics::compute(&oof_int8, reference.labels, threshold),
         oof_decision_agreement: oof_agreement.decision_agreement,
         options: opts.clone(),
+        training_pairs: reference
+            .probabilities
+            .iter()
+            .zip(&run.probabilities)
+            .map(|(&a, &b)| [a, b])
+            .collect(),
     };
     Ok((int8, report))
 }
@@ -472,6 +482,7 @@ mod tests {
             oof_int8: m(0.797),
             oof_decision_agreement: 1.0,
             options: QuantizeOptions::default(),
+            training_pairs: Vec::new(),
         };
         assert!(r.accept().is_ok());
         r.oof_int8 = m(0.79);

@@ -16,6 +16,8 @@
 //!    with tract's protobuf types ([`onnx_graph`]) and verified in tract.
 //! 7. [`train`] runs it all and writes the model, `cv.json` and
 //!    [`report`]; [`evaluate`] scores any model on any labelled folder.
+//!    and [`html_report`] (plots from [`plots`]);
+//! 8. [`explain`] draws where a model looked (Grad-CAM overlays).
 //!
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
@@ -28,12 +30,15 @@ pub mod dataset;
 pub mod dedup;
 pub mod error;
 pub mod evaluate;
+pub mod explain;
 pub mod export;
 pub mod features;
 pub mod head;
+pub mod html_report;
 pub mod int8;
 pub mod metrics;
 pub mod onnx_graph;
+pub mod plots;
 pub mod quantize;
 pub mod report;
 pub mod train;

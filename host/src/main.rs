@@ -18,6 +18,7 @@ use scanside::int8::QuantizeOptions;
 use scanside::quantize::Scheme;
 use scanside::train::{self, TrainOptions};
 use scanside_shared::classifier::classify_command;
+use scanside_shared::dicom::FrameChoice;
 use scanside_shared::preprocess::{ContentCrop, Layout, Normalisation};
 
 /// Default location of the imported backbone.
@@ -44,6 +45,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Classify image files.
     Classify(ClassifyArgs),
+    /// Grad-CAM overlays: where in each slice the model found its evidence.
+    Explain(ExplainArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -270,6 +273,10 @@ struct EvaluateArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Where to write the HTML report [default: `<model>.evaluation.html`
+    /// beside the model].
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -285,6 +292,26 @@ struct ClassifyArgs {
     json: bool,
     /// Frame of multi-frame DICOM objects to classify, counting from 0
     /// [default: the middle one].
+    #[arg(long, value_name = "N")]
+    frame: Option<u32>,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Model file [default: the shipped model].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Image or DICOM files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Folder for the overlays (`<name>.gradcam.png`), created if missing.
+    #[arg(long)]
+    out: PathBuf,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Frame of multi-frame DICOM objects, counting from 0 [default: the
+    /// middle one].
     #[arg(long, value_name = "N")]
     frame: Option<u32>,
 }
@@ -306,6 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quantize(a) => quantize(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Classify(a) => classify(a),
+        Command::Explain(a) => explain(a),
     }
 }
 
@@ -436,6 +464,14 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     for s in &e.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
+    let report = a
+        .report
+        .unwrap_or_else(|| scanside::evaluate::default_report_path(&model));
+    let html = scanside::html_report::evaluation(&e, &model, &a.data)?;
+    match scanside::backbone::write_atomically(&report, html.as_bytes()) {
+        Ok(()) => eprintln!("report: {}", report.display()),
+        Err(err) => eprintln!("warning: no HTML report written: {err}"),
+    }
     if a.json {
         println!("{}", serde_json::to_string(&e)?);
     } else {
@@ -457,6 +493,27 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
     let failures = classify_command(a.model, &a.files, a.json, a.frame)?;
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn explain(a: ExplainArgs) -> Result<ExitCode> {
+    let path = scanside_shared::shipped::resolve(a.model)?;
+    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let classifier = scanside_shared::classifier::Classifier::from_bytes_explaining(&bytes, &path)?
+        .with_threads(cores)
+        .with_dicom_frame(a.frame.map_or(FrameChoice::Middle, FrameChoice::Index));
+    let failures = scanside::explain::run(
+        &classifier,
+        &a.files,
+        &a.out,
+        a.json,
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

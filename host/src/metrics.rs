@@ -268,6 +268,50 @@ pub fn bootstrap_ci(
         .collect()
 }
 
+/// The ROC curve as `(1 − specificity, sensitivity)` points from `(0, 0)` to
+/// `(1, 1)`, one step per distinct probability (a decision is `p ≥ t`).
+/// Empty if a class is absent.
+pub fn roc_curve(probs: &[f32], labels: &[u8]) -> Vec<(f64, f64)> {
+    let pos = labels.iter().filter(|&&y| y == 1).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut points = vec![(0.0, 0.0)];
+    for (n, &i) in idx.iter().enumerate() {
+        if labels[i] == 1 {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        // Emit once all items tied at this probability are in.
+        if idx.get(n + 1).is_none_or(|&j| probs[j] != probs[i]) {
+            points.push((fp / neg, tp / pos));
+        }
+    }
+    points
+}
+
+/// Reliability of probabilities: for each of `bins` equal-width bins of
+/// predicted probability, `(mean predicted, observed positive rate, count)`;
+/// empty bins are left out.
+pub fn calibration_bins(probs: &[f32], labels: &[u8], bins: usize) -> Vec<(f64, f64, usize)> {
+    let mut acc = vec![(0.0f64, 0.0f64, 0usize); bins];
+    for (&p, &y) in probs.iter().zip(labels) {
+        let b = ((f64::from(p) * bins as f64) as usize).min(bins - 1);
+        acc[b].0 += f64::from(p);
+        acc[b].1 += f64::from(y);
+        acc[b].2 += 1;
+    }
+    acc.into_iter()
+        .filter(|b| b.2 > 0)
+        .map(|(p, y, n)| (p / n as f64, y / n as f64, n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +364,38 @@ mod tests {
         let (_, [lo, hi]) = ci[0];
         assert!(lo <= acc && acc <= hi, "{lo} {acc} {hi}");
         assert!(hi - lo > 0.0);
+    }
+
+    #[test]
+    fn roc_curve_steps_through_ties_and_its_area_is_the_auc() {
+        let probs = [0.9, 0.8, 0.8, 0.3, 0.2];
+        let labels = [1, 1, 0, 1, 0];
+        let roc = roc_curve(&probs, &labels);
+        let third = 1.0 / 3.0;
+        assert_eq!(
+            roc,
+            [
+                (0.0, 0.0),
+                (0.0, third),
+                (0.5, 2.0 * third),
+                (0.5, 1.0),
+                (1.0, 1.0)
+            ]
+        );
+        let trapezoid: f64 = roc
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum();
+        assert!((trapezoid - auc(&probs, &labels)).abs() < 1e-12);
+        assert!(roc_curve(&probs, &[1; 5]).is_empty());
+    }
+
+    #[test]
+    fn calibration_bins_average_what_falls_in_them() {
+        let bins = calibration_bins(&[0.05, 0.15, 0.12, 0.95, 1.0], &[0, 1, 0, 1, 1], 10);
+        assert_eq!(bins.len(), 3);
+        assert!((bins[0].0 - 0.05).abs() < 1e-6 && bins[0].1 == 0.0 && bins[0].2 == 1);
+        assert!((bins[1].0 - 0.135).abs() < 1e-6 && bins[1].1 == 0.5 && bins[1].2 == 2);
+        assert!((bins[2].0 - 0.975).abs() < 1e-6 && bins[2].1 == 1.0 && bins[2].2 == 2);
     }
 }

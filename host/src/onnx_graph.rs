@@ -188,26 +188,7 @@ pub fn i64_tensor(name: &str, data: &[i64]) -> TensorProto {
 
 /// Values of a float initializer (raw or `float_data`).
 pub fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != DataType::Float as i32 {
-        return Err(Error::Onnx(format!(
-            "initializer `{}` is not float",
-            t.name
-        )));
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(Error::Onnx(format!(
-                "initializer `{}` is truncated",
-                t.name
-            )));
-        }
-        Ok(t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    } else {
-        Ok(t.float_data.clone())
-    }
+    scanside_shared::explain::f32_values(t).map_err(Error::Onnx)
 }
 
 /// Little-endian bytes of a tensor's data, whatever field holds them.

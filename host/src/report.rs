@@ -6,14 +6,54 @@ use crate::dataset::Dataset;
 use crate::dedup::Groups;
 use crate::int8::Int8Report;
 use crate::quantize::Scheme;
-use crate::train::{TrainOptions, TrainOutcome};
+use crate::train::{CvSummary, TrainOptions, TrainOutcome};
 
-fn pct(v: f64) -> String {
-    if v.is_nan() {
+/// A fraction as a percentage with one decimal, `n/a` when undefined.
+pub(crate) fn pct(v: f64) -> String {
+    if !v.is_finite() {
         "n/a".into()
     } else {
         format!("{:.1} %", 100.0 * v)
     }
+}
+
+/// One headline metric of a cross-validation summary, as the reports show it.
+pub struct HeadlineRow {
+    /// Metric name (`accuracy`, …, `auc`).
+    pub name: &'static str,
+    /// Mean over folds.
+    pub mean: f64,
+    /// Standard deviation over folds.
+    pub std: f64,
+    /// 95 % bootstrap interval (NaN when absent).
+    pub ci: [f64; 2],
+    /// Mean at the plain 0.5 decision.
+    pub at_half: f64,
+}
+
+/// The six headline metrics of `s`, in report order.
+pub fn headline_rows(s: &CvSummary) -> Vec<HeadlineRow> {
+    [
+        ("accuracy", s.accuracy),
+        ("sensitivity", s.sensitivity),
+        ("specificity", s.specificity),
+        ("precision", s.precision),
+        ("f1", s.f1),
+        ("auc", s.auc),
+    ]
+    .into_iter()
+    .map(|(name, mean)| HeadlineRow {
+        name,
+        mean,
+        std: s.std.get(name).copied().unwrap_or(f64::NAN),
+        ci: s
+            .ci
+            .get(&format!("{name}_ci"))
+            .copied()
+            .unwrap_or([f64::NAN; 2]),
+        at_half: s.at_half.get(name).copied().unwrap_or(f64::NAN),
+    })
+    .collect()
 }
 
 /// Render the report as Markdown.
@@ -97,26 +137,16 @@ pub fn markdown(
         "| metric | mean ± std over folds | 95 % bootstrap CI | at 0.5 |"
     );
     let _ = writeln!(w, "|---|---|---|---|");
-    for (name, mean) in [
-        ("accuracy", s.accuracy),
-        ("sensitivity", s.sensitivity),
-        ("specificity", s.specificity),
-        ("precision", s.precision),
-        ("f1", s.f1),
-        ("auc", s.auc),
-    ] {
-        let ci =
-            s.ci.get(&format!("{name}_ci"))
-                .copied()
-                .unwrap_or([f64::NAN; 2]);
+    for r in headline_rows(s) {
         let _ = writeln!(
             w,
-            "| {name} | {} ± {} | {} – {} | {} |",
-            pct(mean),
-            pct(s.std[name]),
-            pct(ci[0]),
-            pct(ci[1]),
-            pct(s.at_half[name])
+            "| {} | {} ± {} | {} – {} | {} |",
+            r.name,
+            pct(r.mean),
+            pct(r.std),
+            pct(r.ci[0]),
+            pct(r.ci[1]),
+            pct(r.at_half)
         );
     }
     let c = s.confusion;

@@ -27,7 +27,7 @@ use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
 use crate::metrics::{
     Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity,
 };
-use crate::{Error, Result, cv, dedup, export, report};
+use crate::{Error, Result, cv, dedup, export, html_report, report};
 
 /// Everything `train` needs to know.
 #[derive(Clone, Debug)]
@@ -216,6 +216,8 @@ pub struct TrainOutcome {
     pub head: TrainedHead,
     /// Out-of-fold probability per image, averaged over repeats.
     pub oof: Vec<f32>,
+    /// Loss per epoch of every cross-validation fold's head.
+    pub fold_histories: Vec<Vec<crate::head::EpochLoss>>,
     /// How many views were extracted (not cached).
     pub views_computed: usize,
     /// The int8 model and its check, when quantization was asked for.
@@ -307,6 +309,9 @@ pub struct Int8Outcome {
 pub const F32_MODEL_FILE: &str = "model.onnx";
 /// File name of the int8 model in the output folder.
 pub const INT8_MODEL_FILE: &str = "model-int8.onnx";
+
+/// File name of the HTML report in the output folder.
+pub const HTML_REPORT_FILE: &str = "report.html";
 
 /// Peak RSS of this process in MiB, from `/proc/self/status` (0 if unknown).
 pub fn peak_rss_mib() -> f64 {
@@ -764,6 +769,11 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
         skipped: prep.dataset.skipped.clone(),
         head,
         oof: cv.oof_mean,
+        fold_histories: cv
+            .fold_heads
+            .iter()
+            .map(|f| f.head.history.clone())
+            .collect(),
         views_computed: prep.views_computed,
         int8,
         sizes,
@@ -773,6 +783,10 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     write_atomically(
         &opts.out.join("report.md"),
         report::markdown(&outcome, &prep.dataset, &prep.groups, opts).as_bytes(),
+    )?;
+    write_atomically(
+        &opts.out.join(HTML_REPORT_FILE),
+        html_report::training(&outcome, &prep.dataset, &prep.groups)?.as_bytes(),
     )?;
     match refused {
         Some(e) => Err(e),

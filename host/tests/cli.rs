@@ -61,6 +61,96 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A report page: well-formed (polyglot XHTML, parsed as XML), every
+/// section in `sections` present with a heading, at least `min_plots`
+/// inline SVG plots, nothing fetched from outside the file; then headless
+/// Chromium opens it without console messages and draws a non-blank page.
+fn check_report(path: &Path, sections: &[&str], min_plots: usize) {
+    let html = std::fs::read_to_string(path).unwrap();
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opts)
+        .unwrap_or_else(|e| panic!("{}: not well-formed: {e}", path.display()));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "html");
+    let named = |tag: &str| {
+        root.descendants()
+            .filter(|n| n.tag_name().name() == tag)
+            .collect::<Vec<_>>()
+    };
+    assert!(named("title")[0].text().unwrap().contains("scanside"));
+    for id in sections {
+        let section = named("section")
+            .into_iter()
+            .find(|n| n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("{}: no section `{id}`", path.display()));
+        let h2 = section
+            .children()
+            .find(|n| n.tag_name().name() == "h2")
+            .and_then(|n| n.text());
+        assert!(
+            h2.is_some_and(|t| !t.is_empty()),
+            "section `{id}` has no heading"
+        );
+    }
+    let plots = named("svg").len();
+    assert!(plots >= min_plots, "{plots} plots < {min_plots}");
+    for n in root.descendants() {
+        if let Some(src) = n.attribute("src") {
+            assert!(
+                src.starts_with("data:image/png;base64,"),
+                "external src {src}"
+            );
+        }
+        if let Some(href) = n.attribute("href") {
+            let target = href
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("link out: {href}"));
+            assert!(sections.contains(&target), "link to missing #{target}");
+        }
+    }
+    assert!(html.contains("not a medical device"));
+
+    let shot = path.with_extension("png");
+    let o = Command::new(workspace().join("scripts/browser_check.sh"))
+        .arg(path)
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let page = image::open(&shot).unwrap().to_rgb8();
+    let inked = page.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+    assert!(
+        inked > 20_000,
+        "screenshot nearly blank: {inked} non-white pixels"
+    );
+}
+
+#[test]
+fn the_browser_check_fails_on_console_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("noisy.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html><html><head><title>t</title></head><body><p>x</p>\
+         <script>console.error('broken plot')</script></body></html>",
+    )
+    .unwrap();
+    let o = Command::new(workspace().join("scripts/browser_check.sh"))
+        .arg(&page)
+        .arg(dir.path().join("noisy.png"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("broken plot"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 #[test]
 fn backbone_import_verifies_the_pinned_wheel() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +387,11 @@ fn train_classify_and_evaluate_end_to_end() {
     );
 
     check_int8(&out, &train_args);
+    check_report(
+        &out.join("report.html"),
+        &scanside::html_report::TRAINING_SECTIONS,
+        5,
+    );
 
     // Classify: one JSON line per file, an error line for the bad one.
     let yes = data.join("yes");
@@ -370,6 +465,50 @@ fn train_classify_and_evaluate_end_to_end() {
         .map(|k| c[k].as_u64().unwrap())
         .sum();
     assert_eq!(total, 24);
+    check_report(
+        &out.join("model.evaluation.html"),
+        &scanside::html_report::EVALUATION_SECTIONS,
+        3,
+    );
+
+    // Explain: an overlay per scan, an error line for the bad one, and
+    // distinct names for two inputs with the same stem.
+    let overlays = dir.path().join("explain");
+    let o = scanside(&[
+        "explain",
+        "--model",
+        s(&model),
+        "--out",
+        s(&overlays),
+        "--json",
+        s(&good[0]),
+        s(&bad),
+        s(&good[0]),
+    ]);
+    assert!(!o.status.success(), "a failed file must fail the exit code");
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", text(&o.stdout));
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken scan.jpg")
+    );
+    let (a, b) = (
+        lines[0]["overlay"].as_str().unwrap(),
+        lines[2]["overlay"].as_str().unwrap(),
+    );
+    assert_ne!(a, b);
+    for (line, path) in [(&lines[0], a), (&lines[2], b)] {
+        assert_eq!(line["model_id"], e["model_id"]);
+        let png = image::open(path).unwrap().to_rgb8();
+        // The 64² slice plus a caption band of three lines.
+        assert_eq!(png.dimensions(), (64, 64 + 40));
+    }
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
 }
 
 /// The int8 model `train` wrote: operators tract runs right, its check,

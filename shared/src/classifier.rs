@@ -15,6 +15,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::dicom::FrameChoice;
+use crate::explain::{DenseHead, FeatureMap, Heatmap};
 use crate::manifest::ModelManifest;
 use crate::preprocess::{
     DecodeLimits, InputTensor, decode_frame, resize_rgb, tensor_from_rgb, to_rgb8,
@@ -33,6 +34,44 @@ pub struct Classifier {
     limits: DecodeLimits,
     frame: FrameChoice,
     executor: Executor,
+    /// Set when the plan also returns the feature map (second output).
+    head: Option<DenseHead>,
+}
+
+impl Explanation {
+    /// The picture `explain` writes: the heat blended over the slice, with
+    /// the label, probability and threshold underneath.
+    pub fn overlay(&self, threshold: f32) -> image::RgbImage {
+        let c = &self.classification;
+        crate::explain::overlay(
+            &self.slice,
+            &self.heatmap,
+            &[
+                format!("{} p={:.3} thr={:.3}", c.label, c.probability, threshold),
+                format!("Grad-CAM: evidence for '{}'", c.label),
+                "research use only".to_string(),
+            ],
+        )
+    }
+}
+
+/// Largest |Δp| allowed between the model's output and the head read back
+/// from its file before [`Classifier::explain_bytes`] refuses to draw a map.
+pub const HEAD_READBACK_TOLERANCE: f32 = 1e-4;
+
+/// A classification with its Grad-CAM evidence (see [`crate::explain`]).
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// The verdict, as [`Classifier::classify_bytes`] gives it.
+    pub classification: Classification,
+    /// The class the map explains (the label given), as a label index.
+    pub class: usize,
+    /// The preprocessed picture the model saw (after crop and resize).
+    pub slice: image::RgbImage,
+    /// The backbone's last feature map.
+    pub features: FeatureMap,
+    /// The Grad-CAM map at the feature map's resolution.
+    pub heatmap: Heatmap,
 }
 
 /// The verdict on one scan.
@@ -73,6 +112,18 @@ impl Classifier {
 
     /// Load a model already in memory; `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::build(bytes, path, false)
+    }
+
+    /// Like [`Classifier::from_bytes`], and able to explain: the plan also
+    /// returns the backbone's feature map, and the dense head is read back
+    /// from the file (see [`Classifier::explain_bytes`]). Classification
+    /// results are unchanged.
+    pub fn from_bytes_explaining(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::build(bytes, path, true)
+    }
+
+    fn build(bytes: &[u8], path: &Path, explaining: bool) -> Result<Self> {
         let model_err = |reason: String| Error::Model {
             path: path.to_path_buf(),
             reason,
@@ -80,8 +131,25 @@ impl Classifier {
         let proto = parse_onnx(bytes, path)?;
         let manifest = manifest_of(&proto).map_err(|e| model_err(e.to_string()))?;
         let shape = manifest.preprocessing.input_shape(1);
+        let head = match explaining {
+            true => Some(DenseHead::from_proto(&proto).map_err(|e| model_err(e.to_string()))?),
+            false => None,
+        };
         let plan = tract_onnx::onnx()
             .model_for_proto_model(&proto)
+            .and_then(|m| match &head {
+                None => Ok(m),
+                Some(h) => {
+                    let probabilities = m.output_outlets()?[0];
+                    let features = m.find_outlet_label(&h.feature_tensor).ok_or_else(|| {
+                        tract_onnx::prelude::tract_data::internal::anyhow!(
+                            "no tensor `{}` in the graph",
+                            h.feature_tensor
+                        )
+                    })?;
+                    m.with_output_outlets(&[probabilities, features])
+                }
+            })
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
@@ -94,6 +162,7 @@ impl Classifier {
             limits: DecodeLimits::default(),
             frame: FrameChoice::Middle,
             executor: Executor::SingleThread,
+            head,
         };
         classifier.check_output_shape()?;
         Ok(classifier)
@@ -148,16 +217,102 @@ impl Classifier {
 
     /// Class probabilities (softmax output) for one preprocessed input.
     pub fn probabilities(&self, input: &InputTensor) -> Result<Vec<f32>> {
+        Ok(self.run(input)?.swap_remove(0).1)
+    }
+
+    /// Run the plan: each output's shape and values.
+    fn run(&self, input: &InputTensor) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let tensor = Tensor::from_shape(&input.shape, &input.data)
             .map_err(|e| Error::Inference(e.to_string()))?;
         let outputs = multithread_tract_scope(self.executor.clone(), || {
             self.plan.run(tvec!(tensor.into()))
         })
         .map_err(|e| Error::Inference(format!("{e:#}")))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| Error::Inference(e.to_string()))?;
-        Ok(view.iter().copied().collect())
+        outputs
+            .iter()
+            .map(|o| {
+                let view = o
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Inference(e.to_string()))?;
+                Ok((view.shape().to_vec(), view.iter().copied().collect()))
+            })
+            .collect()
+    }
+
+    /// Whether [`Classifier::explain_bytes`] is available (the classifier
+    /// was made by [`Classifier::from_bytes_explaining`]).
+    pub fn can_explain(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// Classify image bytes and compute the Grad-CAM map of the label
+    /// given. Fails if the classifier was not made to explain, or if the
+    /// dense head read back from the file does not reproduce the model's
+    /// probabilities within [`HEAD_READBACK_TOLERANCE`].
+    pub fn explain_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Explanation> {
+        let head = self.head.as_ref().ok_or_else(|| Error::Model {
+            path: self.path.clone(),
+            reason: "loaded without the feature-map output; cannot explain".into(),
+        })?;
+        let spec = &self.manifest.preprocessing;
+        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
+        let slice = resize_rgb(&image, spec);
+        let mut outputs = self.run(&tensor_from_rgb(&slice, spec)?)?;
+        let (shape, data) = outputs.pop().expect("two outputs");
+        let probabilities = outputs.pop().expect("two outputs").1;
+        let features = match shape[..] {
+            [1, channels, height, width] => FeatureMap {
+                channels,
+                height,
+                width,
+                data,
+            },
+            _ => {
+                return Err(Error::Inference(format!(
+                    "feature map of shape {shape:?}, expected [1, C, H, W]"
+                )));
+            }
+        };
+        let readback = head.probabilities(&features)?;
+        // NaN counts as infinitely far (f32::max would skip it).
+        let diff = readback
+            .iter()
+            .zip(&probabilities)
+            .map(|(a, b)| (a - b).abs())
+            .fold(
+                0.0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            );
+        if diff > HEAD_READBACK_TOLERANCE {
+            return Err(Error::Model {
+                path: self.path.clone(),
+                reason: format!(
+                    "the dense head read from the file gives probabilities {diff:.1e} away \
+                     from the model's own; refusing to explain with it"
+                ),
+            });
+        }
+        let positive = self.manifest.positive_index();
+        let probability = probabilities[positive];
+        let label = self.manifest.label_for(probability).to_string();
+        let class = if label == self.manifest.positive_class {
+            positive
+        } else {
+            1 - positive
+        };
+        let heatmap = head.grad_cam(&features, class)?;
+        Ok(Explanation {
+            classification: Classification { probability, label },
+            class,
+            slice,
+            features,
+            heatmap,
+        })
+    }
+
+    /// The head read back from the file, when explaining.
+    pub fn dense_head(&self) -> Option<&DenseHead> {
+        self.head.as_ref()
     }
 
     /// Positive-class probability for one preprocessed input.

@@ -12,6 +12,8 @@
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
 //!   scans, and the result lines both binaries print.
+//! - [`explain`]: Grad-CAM heatmaps of the dense head's evidence, and the
+//!   overlay pictures both binaries write.
 //! - [`audit`]: the audit log's record types and framing (postcard, COBS,
 //!   CRC-32), its durable writer and its forgiving reader.
 //! - [`shipped`]: where the shipped model is found when none is named.
@@ -25,6 +27,7 @@ pub mod audit;
 pub mod classifier;
 pub mod dicom;
 pub mod error;
+pub mod explain;
 pub mod manifest;
 pub mod preprocess;
 pub mod shipped;

@@ -18,11 +18,16 @@ use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 type SimAppliance = Appliance<SimButton, SimLed, MonotonicClock>;
 
 fn config(dir: &Path, sha: Option<&str>) -> DeviceConfig {
+    config_with(dir, sha, "")
+}
+
+/// [`config`] plus more TOML sections.
+fn config_with(dir: &Path, sha: Option<&str>, extra: &str) -> DeviceConfig {
     let model = workspace().join("models").join(SHIPPED_MODEL_FILE);
     let sha = sha.map_or(String::new(), |s| format!("model_sha256 = \"{s}\"\n"));
     let text = format!(
         "model = {model:?}\n{sha}inbox = {:?}\naudit_log = {:?}\nboard = \"sim\"\n\
-         [timing]\ndebounce_ms = 20\nlong_press_ms = 1000\nresult_ms = 400\npoll_ms = 5\ninbox_settle_ms = 0\n",
+         [timing]\ndebounce_ms = 20\nlong_press_ms = 1000\nresult_ms = 400\npoll_ms = 5\ninbox_settle_ms = 0\n{extra}",
         dir.join("inbox"),
         dir.join("audit.log"),
     );
@@ -186,4 +191,68 @@ fn a_model_that_is_not_the_configured_one_puts_the_box_out_of_service() {
     };
     assert_eq!(*kind, ErrorKind::ModelFailure);
     assert!(model.is_none() && detail.contains("SHA-256"), "{detail}");
+}
+
+#[test]
+fn with_the_archive_on_each_classified_scan_is_kept_with_its_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let cfg = config_with(
+        dir.path(),
+        None,
+        &format!("[archive]\ndir = {archive:?}\nmax_mb = 64\noverlays = true\n"),
+    );
+    let (mut app, handle, _leds) = start(&cfg);
+    let inbox = dir.path().join("inbox");
+    let mut kept = Vec::new();
+    for (rel, decision) in [
+        ("yes/Y1.jpg", Decision::TumourSuspected),
+        ("no/1 no.jpeg", Decision::NoTumour),
+    ] {
+        let source = team_data().join(rel);
+        link(&inbox, &source);
+        press_until(&mut app, &handle, |s| s == State::Result(decision));
+        kept.push(hex_sha(&std::fs::read(&source).unwrap()));
+    }
+    std::fs::write(inbox.join("broken.jpg"), b"not an image").unwrap();
+    press_until(&mut app, &handle, |s| {
+        s == State::Error(ErrorKind::UnreadableScan)
+    });
+
+    // Two classified scans, each with its overlay, named by content only.
+    let mut names: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected = vec![
+        format!("{}.jpg", kept[0]),
+        format!("{}.gradcam.png", kept[0]),
+        format!("{}.jpeg", kept[1]),
+        format!("{}.gradcam.png", kept[1]),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    let copy = std::fs::read(archive.join(format!("{}.jpg", kept[0]))).unwrap();
+    assert_eq!(copy, std::fs::read(team_data().join("yes/Y1.jpg")).unwrap());
+    for key in &kept {
+        let overlay = image::open(archive.join(format!("{key}.gradcam.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(overlay.dimensions(), (224, 224 + 40));
+    }
+
+    // Explaining does not change the decision: the recorded probability is
+    // the shipped model's reference value.
+    let log = read_log(&cfg.audit_log).unwrap();
+    let AuditEvent::Classified { probability, .. } = &log.records[0].event else {
+        panic!("{:?}", log.records[0]);
+    };
+    let expected = std::fs::read_to_string(workspace().join("models/expected.jsonl")).unwrap();
+    let y1: serde_json::Value = serde_json::from_str(expected.lines().next().unwrap()).unwrap();
+    assert!((probability - y1["probability"].as_f64().unwrap() as f32).abs() < 1e-5);
+}
+
+fn hex_sha(bytes: &[u8]) -> String {
+    scanside_shared::sha256_hex(bytes)
 }

@@ -1,0 +1,622 @@
+//! Grad-CAM heatmaps: which part of a slice drove a decision.
+//!
+//! A scanside model is `backbone → pooling → dense head → softmax` (see the
+//! host's `export` module). The backbone's last feature map `A` (channels
+//! `k`, positions `i, j`; 7 × 7 × 512 for VGG16 at 224²) is pooled per
+//! channel (global average, global max, or both concatenated) and the head
+//! turns the pooled vector into two logits `z`. For the label the model
+//! gave, class `c`, the *evidence* is the log-odds `s = z_c − z_other`
+//! (`log p_c / p_other`).
+//!
+//! Grad-CAM weighs each channel by the mean gradient of `s` over the map,
+//! `α_k = mean_ij ∂s/∂A_kij`, and draws `ReLU(Σ_k α_k A_k)`: where the
+//! channels that pushed towards `c` were active. For this architecture the
+//! gradient is exact and cheap: back-propagation through the dense layers
+//! (ReLU masks from the forward pass) gives `∂s/∂pooled`; average pooling
+//! spreads it as `1/(HW)` over every position and max pooling hands it to the
+//! arg-max position, so `α_k = (g_avg,k + g_max,k) / (HW)`. The tests check
+//! these gradients against finite differences of the head itself.
+//!
+//! The head's weights are read back from the model file (the exporter's
+//! `scanside/dense{l}/W` and `/b` initializers and its pooling nodes), and
+//! [`crate::classifier::Classifier::explain_bytes`] refuses to draw a map if
+//! the read-back head does not reproduce the model's own output.
+//!
+//! A heatmap shows where the evidence came from at the backbone's coarse
+//! resolution (one cell per 32 × 32 pixels); it is not a segmentation and
+//! not a proof that the model is right.
+
+use std::convert::Infallible;
+
+use embedded_graphics::mono_font::MonoTextStyle;
+use embedded_graphics::mono_font::ascii::FONT_6X10;
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::text::Text;
+use image::{ImageBuffer, Luma, Rgb, RgbImage};
+use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType};
+
+use crate::{Error, Result};
+
+/// One global pooling of the feature map, in the order the head reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// Mean over positions.
+    Average,
+    /// Maximum over positions.
+    Max,
+}
+
+/// One dense layer, `y = x · weight + bias` (ONNX `Gemm`, no transposes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// Row-major `inputs × outputs`.
+    pub weight: Vec<f32>,
+    /// `outputs` biases.
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = self.bias.clone();
+        for (j, &xj) in x.iter().enumerate() {
+            if xj != 0.0 {
+                let row = &self.weight[j * self.outputs..(j + 1) * self.outputs];
+                for (yo, w) in y.iter_mut().zip(row) {
+                    *yo += xj * w;
+                }
+            }
+        }
+        y
+    }
+
+    /// `∂s/∂x` from `∂s/∂y`.
+    fn backward(&self, gy: &[f32]) -> Vec<f32> {
+        (0..self.inputs)
+            .map(|j| {
+                let row = &self.weight[j * self.outputs..(j + 1) * self.outputs];
+                row.iter().zip(gy).map(|(w, g)| w * g).sum()
+            })
+            .collect()
+    }
+}
+
+/// A backbone feature map for one image, channels first:
+/// `data[c * h * w + y * w + x]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMap {
+    /// Channels.
+    pub channels: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// `channels × height × width` values.
+    pub data: Vec<f32>,
+}
+
+impl FeatureMap {
+    fn positions(&self) -> usize {
+        self.height * self.width
+    }
+
+    fn channel(&self, k: usize) -> &[f32] {
+        &self.data[k * self.positions()..(k + 1) * self.positions()]
+    }
+}
+
+/// The pooling and dense head of a scanside model, read back from its file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DenseHead {
+    /// The poolings, concatenated in this order.
+    pub pools: Vec<Pool>,
+    /// The dense layers; ReLU between them, softmax after the last.
+    pub layers: Vec<Dense>,
+    /// Name of the feature-map tensor the poolings read (channels first).
+    pub feature_tensor: String,
+}
+
+/// The head's forward pass on one feature map, kept for back-propagation.
+struct Forward {
+    /// Pooled features, then each layer's output before its ReLU.
+    activations: Vec<Vec<f32>>,
+}
+
+impl Forward {
+    fn logits(&self) -> &[f32] {
+        self.activations
+            .last()
+            .expect("at least the pooled features")
+    }
+}
+
+/// Values of a float initializer (`raw_data` or `float_data`).
+pub fn f32_values(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {
+    if t.data_type != DataType::Float as i32 {
+        return Err(format!("initializer `{}` is not float", t.name));
+    }
+    if t.raw_data.is_empty() {
+        return Ok(t.float_data.clone());
+    }
+    if !t.raw_data.len().is_multiple_of(4) {
+        return Err(format!("initializer `{}` is truncated", t.name));
+    }
+    Ok(t.raw_data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+impl DenseHead {
+    /// Read the head of a model written by scanside's exporter.
+    pub fn from_proto(proto: &ModelProto) -> Result<DenseHead> {
+        let bad = |reason: String| Error::Manifest(format!("cannot read the dense head: {reason}"));
+        let graph = proto.graph.as_ref().ok_or_else(|| bad("no graph".into()))?;
+        let node = |name: &str| graph.node.iter().find(|n| n.name == name);
+        let mut pools = Vec::new();
+        let mut feature_tensor = None;
+        for (name, pool) in [
+            ("scanside/avg_pool", Pool::Average),
+            ("scanside/max_pool", Pool::Max),
+        ] {
+            if let Some(n) = node(name) {
+                pools.push(pool);
+                feature_tensor = n.input.first().cloned();
+            }
+        }
+        let feature_tensor =
+            feature_tensor.ok_or_else(|| bad("no scanside pooling node".into()))?;
+        let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+        let mut layers: Vec<Dense> = Vec::new();
+        while let Some(w) = init(&format!("scanside/dense{}/W", layers.len())) {
+            let l = layers.len();
+            let b = init(&format!("scanside/dense{l}/b"))
+                .ok_or_else(|| bad(format!("dense layer {l} has no bias")))?;
+            let (weight, bias) = (f32_values(w).map_err(bad)?, f32_values(b).map_err(bad)?);
+            let [inputs, outputs] = match w.dims[..] {
+                [i, o] if i > 0 && o > 0 => [i as usize, o as usize],
+                _ => return Err(bad(format!("dense layer {l} has dims {:?}", w.dims))),
+            };
+            if weight.len() != inputs * outputs || bias.len() != outputs {
+                return Err(bad(format!("dense layer {l} has inconsistent sizes")));
+            }
+            if let Some(prev) = layers.last()
+                && prev.outputs != inputs
+            {
+                return Err(bad(format!(
+                    "dense layer {l} does not follow layer {}",
+                    l - 1
+                )));
+            }
+            layers.push(Dense {
+                inputs,
+                outputs,
+                weight,
+                bias,
+            });
+        }
+        match layers.last() {
+            None => Err(bad("no scanside/dense0 layer".into())),
+            Some(last) if last.outputs != 2 => Err(bad(format!(
+                "the last layer has {} outputs, expected 2 classes",
+                last.outputs
+            ))),
+            Some(_) if !layers[0].inputs.is_multiple_of(pools.len()) => Err(bad(format!(
+                "the first layer's {} inputs do not split into {} poolings",
+                layers[0].inputs,
+                pools.len()
+            ))),
+            Some(_) => Ok(DenseHead {
+                pools,
+                layers,
+                feature_tensor,
+            }),
+        }
+    }
+
+    /// Channels the head expects in the feature map.
+    pub fn channels(&self) -> usize {
+        self.layers[0].inputs / self.pools.len()
+    }
+
+    fn check(&self, map: &FeatureMap) -> Result<()> {
+        if map.channels != self.channels()
+            || map.positions() == 0
+            || map.data.len() != map.channels * map.positions()
+        {
+            return Err(Error::Inference(format!(
+                "feature map {}×{}×{} does not fit a head reading {} channels",
+                map.channels,
+                map.height,
+                map.width,
+                self.channels()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Per-channel pooled features, in the order the head reads them.
+    pub fn pooled(&self, map: &FeatureMap) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.layers[0].inputs);
+        for pool in &self.pools {
+            out.extend((0..map.channels).map(|k| {
+                let c = map.channel(k);
+                match pool {
+                    Pool::Average => c.iter().sum::<f32>() / c.len() as f32,
+                    Pool::Max => c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                }
+            }));
+        }
+        out
+    }
+
+    fn forward(&self, map: &FeatureMap) -> Forward {
+        let mut activations = vec![self.pooled(map)];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let x = activations.last().expect("non-empty");
+            let y = if l == 0 {
+                layer.forward(x)
+            } else {
+                layer.forward(&x.iter().map(|v| v.max(0.0)).collect::<Vec<_>>())
+            };
+            activations.push(y);
+        }
+        Forward { activations }
+    }
+
+    /// Softmax class probabilities, as the model's output.
+    pub fn probabilities(&self, map: &FeatureMap) -> Result<Vec<f32>> {
+        self.check(map)?;
+        let forward = self.forward(map);
+        let z = forward.logits();
+        let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        Ok(e.iter().map(|v| v / sum).collect())
+    }
+
+    /// The evidence for class `class` (0 or 1): `z_class − z_other`.
+    pub fn evidence(&self, map: &FeatureMap, class: usize) -> Result<f32> {
+        self.check(map)?;
+        let forward = self.forward(map);
+        let z = forward.logits();
+        Ok(z[class] - z[1 - class])
+    }
+
+    /// `∂ evidence / ∂ pooled features`, by back-propagation.
+    fn pooled_gradient(&self, forward: &Forward, class: usize) -> Vec<f32> {
+        let mut g = vec![0.0f32; 2];
+        g[class] = 1.0;
+        g[1 - class] = -1.0;
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            g = layer.backward(&g);
+            if l > 0 {
+                // The input of layer l is ReLU(output of layer l - 1).
+                for (gj, pre) in g.iter_mut().zip(&forward.activations[l]) {
+                    if *pre <= 0.0 {
+                        *gj = 0.0;
+                    }
+                }
+            }
+        }
+        g
+    }
+
+    /// `∂ evidence / ∂ A` for every value of the feature map (same layout).
+    pub fn feature_gradient(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
+        self.check(map)?;
+        let g = self.pooled_gradient(&self.forward(map), class);
+        let n = map.positions();
+        let mut out = vec![0.0f32; map.data.len()];
+        for (p, pool) in self.pools.iter().enumerate() {
+            for k in 0..map.channels {
+                let gk = g[p * map.channels + k];
+                let cell = &mut out[k * n..(k + 1) * n];
+                match pool {
+                    Pool::Average => cell.iter_mut().for_each(|v| *v += gk / n as f32),
+                    Pool::Max => cell[arg_max(map.channel(k))] += gk,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Grad-CAM channel weights `α_k = mean_ij ∂ evidence / ∂A_kij`.
+    pub fn channel_weights(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
+        self.check(map)?;
+        let g = self.pooled_gradient(&self.forward(map), class);
+        let n = map.positions() as f32;
+        Ok((0..map.channels)
+            .map(|k| {
+                (0..self.pools.len())
+                    .map(|p| g[p * map.channels + k])
+                    .sum::<f32>()
+                    / n
+            })
+            .collect())
+    }
+
+    /// The Grad-CAM map for class `class`, at the feature map's resolution.
+    pub fn grad_cam(&self, map: &FeatureMap, class: usize) -> Result<Heatmap> {
+        let alpha = self.channel_weights(map, class)?;
+        let n = map.positions();
+        let mut cam = vec![0.0f32; n];
+        for (k, a) in alpha.iter().enumerate() {
+            for (c, v) in cam.iter_mut().zip(map.channel(k)) {
+                *c += a * v;
+            }
+        }
+        cam.iter_mut().for_each(|v| *v = v.max(0.0));
+        let peak = cam.iter().copied().fold(0.0f32, f32::max);
+        if peak > 0.0 {
+            cam.iter_mut().for_each(|v| *v /= peak);
+        }
+        Ok(Heatmap {
+            height: map.height,
+            width: map.width,
+            values: cam,
+            peak,
+        })
+    }
+}
+
+/// First position of the largest value (where max pooling takes it from).
+fn arg_max(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A class-activation map, scaled so its largest value is 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heatmap {
+    /// Rows (the feature map's).
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// Row-major values in `[0, 1]`; all zero when nothing pushed towards the
+    /// class.
+    pub values: Vec<f32>,
+    /// The largest value before scaling (evidence units; 0 = no evidence).
+    pub peak: f32,
+}
+
+impl Heatmap {
+    /// The map resized to `size × size` with bilinear interpolation.
+    pub fn upsampled(&self, size: u32) -> ImageBuffer<Luma<f32>, Vec<f32>> {
+        let small = ImageBuffer::<Luma<f32>, _>::from_raw(
+            self.width as u32,
+            self.height as u32,
+            self.values.clone(),
+        )
+        .expect("width × height values");
+        image::imageops::resize(&small, size, size, image::imageops::FilterType::Triangle)
+    }
+}
+
+/// Height of the caption band under an overlay, pixels.
+const CAPTION_LINE: u32 = 12;
+
+/// Blend `heat` over `slice` (the preprocessed picture the model saw) with
+/// the Turbo colour map, weighted by the heat so cold regions show the slice
+/// as it is, and write `caption` lines in a band underneath.
+pub fn overlay(slice: &RgbImage, heat: &Heatmap, caption: &[String]) -> RgbImage {
+    let (w, h) = slice.dimensions();
+    let band = CAPTION_LINE * caption.len() as u32 + 4;
+    let mut out = RgbImage::new(w, h + band);
+    let up = heat.upsampled(w.max(h));
+    for (x, y, px) in slice.enumerate_pixels() {
+        let t = up.get_pixel(x, y).0[0].clamp(0.0, 1.0);
+        let c = colorous::TURBO.eval_continuous(f64::from(t));
+        let a = 0.6 * t;
+        let mix = |s: u8, m: u8| ((1.0 - a) * f32::from(s) + a * f32::from(m)).round() as u8;
+        out.put_pixel(
+            x,
+            y,
+            Rgb([mix(px[0], c.r), mix(px[1], c.g), mix(px[2], c.b)]),
+        );
+    }
+    let mut canvas = Canvas(&mut out);
+    let style = MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE);
+    for (i, line) in caption.iter().enumerate() {
+        let y = (h + 10 + CAPTION_LINE * i as u32) as i32;
+        let _ = Text::new(line, Point::new(3, y), style).draw(&mut canvas);
+    }
+    out
+}
+
+/// Encode an overlay as PNG bytes.
+pub fn png_bytes(image: &RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding into memory cannot fail");
+    out.into_inner()
+}
+
+/// An `RgbImage` as an embedded-graphics draw target (for captions).
+struct Canvas<'a>(&'a mut RgbImage);
+
+impl OriginDimensions for Canvas<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.0.width(), self.0.height())
+    }
+}
+
+impl DrawTarget for Canvas<'_> {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Infallible> {
+        for Pixel(p, c) in pixels {
+            if let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y))
+                && x < self.0.width()
+                && y < self.0.height()
+            {
+                self.0.put_pixel(x, y, Rgb([c.r(), c.g(), c.b()]));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_head(rng: &mut rand_chacha::ChaCha8Rng, pools: Vec<Pool>, c: usize) -> DenseHead {
+        let dims = [c * pools.len(), 6, 5, 2];
+        let layers = dims
+            .windows(2)
+            .map(|d| Dense {
+                inputs: d[0],
+                outputs: d[1],
+                weight: (0..d[0] * d[1])
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect(),
+                bias: (0..d[1]).map(|_| rng.random_range(-0.5..0.5)).collect(),
+            })
+            .collect();
+        DenseHead {
+            pools,
+            layers,
+            feature_tensor: "features".into(),
+        }
+    }
+
+    fn random_map(rng: &mut rand_chacha::ChaCha8Rng, c: usize) -> FeatureMap {
+        FeatureMap {
+            channels: c,
+            height: 3,
+            width: 4,
+            data: (0..c * 12).map(|_| rng.random_range(0.0..2.0)).collect(),
+        }
+    }
+
+    /// Central difference of the evidence along `direction`, in f64 steps
+    /// small enough to keep ReLU masks and arg-max positions.
+    fn directional(head: &DenseHead, map: &FeatureMap, class: usize, direction: &[f32]) -> f32 {
+        let eps = 1e-3f32;
+        let shifted = |sign: f32| FeatureMap {
+            data: map
+                .data
+                .iter()
+                .zip(direction)
+                .map(|(a, d)| a + sign * eps * d)
+                .collect(),
+            ..map.clone()
+        };
+        let up = head.evidence(&shifted(1.0), class).unwrap();
+        let down = head.evidence(&shifted(-1.0), class).unwrap();
+        (up - down) / (2.0 * eps)
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_for_every_pooling() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for pools in [
+            vec![Pool::Average],
+            vec![Pool::Max],
+            vec![Pool::Average, Pool::Max],
+        ] {
+            let head = random_head(&mut rng, pools.clone(), 4);
+            let map = random_map(&mut rng, 4);
+            for class in 0..2 {
+                let grad = head.feature_gradient(&map, class).unwrap();
+                for idx in [0, 5, 13, 30, 47] {
+                    let mut e = vec![0.0; map.data.len()];
+                    e[idx] = 1.0;
+                    let fd = directional(&head, &map, class, &e);
+                    assert!(
+                        (fd - grad[idx]).abs() < 2e-3,
+                        "{pools:?} class {class} index {idx}: analytic {} vs finite difference {fd}",
+                        grad[idx]
+                    );
+                }
+                // α_k · HW is the derivative along "raise all of channel k".
+                let alpha = head.channel_weights(&map, class).unwrap();
+                for (k, a) in alpha.iter().enumerate() {
+                    let mut e = vec![0.0; map.data.len()];
+                    e[k * 12..(k + 1) * 12].iter_mut().for_each(|v| *v = 1.0);
+                    let fd = directional(&head, &map, class, &e) / 12.0;
+                    assert!((fd - a).abs() < 2e-3, "{pools:?} α_{k}: {a} vs {fd}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn evidence_is_the_log_odds_of_the_probabilities() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let head = random_head(&mut rng, vec![Pool::Average, Pool::Max], 3);
+        let map = random_map(&mut rng, 3);
+        let p = head.probabilities(&map).unwrap();
+        assert!((p[0] + p[1] - 1.0).abs() < 1e-6);
+        let s = head.evidence(&map, 1).unwrap();
+        assert!((s - (p[1] / p[0]).ln()).abs() < 1e-4);
+        assert_eq!(head.evidence(&map, 0).unwrap(), -s);
+    }
+
+    #[test]
+    fn the_map_follows_the_channel_that_carries_the_evidence() {
+        // One channel, average pooling, a head whose evidence for class 1
+        // grows with that channel: the map is the channel, scaled to 1.
+        let head = DenseHead {
+            pools: vec![Pool::Average],
+            layers: vec![Dense {
+                inputs: 1,
+                outputs: 2,
+                weight: vec![-1.0, 1.0],
+                bias: vec![0.0, 0.0],
+            }],
+            feature_tensor: "f".into(),
+        };
+        let map = FeatureMap {
+            channels: 1,
+            height: 2,
+            width: 2,
+            data: vec![0.0, 1.0, 2.0, 4.0],
+        };
+        let cam = head.grad_cam(&map, 1).unwrap();
+        assert_eq!(cam.values, vec![0.0, 0.25, 0.5, 1.0]);
+        // For the other class the same channel is counter-evidence: no map.
+        let none = head.grad_cam(&map, 0).unwrap();
+        assert_eq!(none.peak, 0.0);
+        assert!(none.values.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn a_feature_map_of_the_wrong_width_is_an_error() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let head = random_head(&mut rng, vec![Pool::Average], 4);
+        let map = random_map(&mut rng, 3);
+        let err = head.grad_cam(&map, 1).unwrap_err().to_string();
+        assert!(err.contains("reading 4 channels"), "{err}");
+    }
+
+    #[test]
+    fn overlay_keeps_cold_pixels_and_adds_a_caption_band() {
+        let slice = RgbImage::from_pixel(8, 8, Rgb([100, 100, 100]));
+        let heat = Heatmap {
+            height: 2,
+            width: 2,
+            values: vec![0.0, 0.0, 0.0, 0.0],
+            peak: 0.0,
+        };
+        let out = overlay(&slice, &heat, &["yes 0.93".into()]);
+        assert_eq!(out.dimensions(), (8, 8 + CAPTION_LINE + 4));
+        assert_eq!(out.get_pixel(3, 3), &Rgb([100, 100, 100]));
+    }
+}
