@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use embedded_hal::digital::{InputPin, OutputPin};
 
 use scanside_shared::audit::{
-    AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, AuditWriter, ErrorKind, ModelRef,
+    AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, AuditWriter, Decision, ErrorKind, ModelRef,
+    ScanRef,
 };
 use scanside_shared::sha256_hex;
 
@@ -66,6 +67,9 @@ pub struct Appliance<B, L, C> {
     poll: Duration,
     /// Audit events from other threads (the DICOM storage node).
     events: Option<Receiver<AuditEvent>>,
+    /// The last `Classified` record: its time, scan, model and decision
+    /// (what a "disagree" press disputes).
+    last_result: Option<(u64, ScanRef, ModelRef, Decision)>,
 }
 
 impl<B, L, C, E> Appliance<B, L, C>
@@ -138,6 +142,7 @@ where
             busy_since: None,
             poll: Duration::from_millis(config.timing.poll_ms),
             events: None,
+            last_result: None,
         };
         if let Err(reason) = &appliance.model {
             let detail = reason.clone();
@@ -160,13 +165,40 @@ where
         self.model.as_ref().ok().map(|(_, m)| m.clone())
     }
 
-    fn record(&mut self, event: AuditEvent) -> Result<()> {
+    /// Add the "disagree" button (same polarity and timing as the main
+    /// one): pressed while a result is shown, it records a `Disputed`
+    /// audit record referring to that result.
+    pub fn add_disagree_button(&mut self, pin: B) {
+        self.panel.add_disagree_button(pin);
+    }
+
+    /// Append `event` (fsynced); returns the record's `unix_ms`.
+    fn record(&mut self, event: AuditEvent) -> Result<u64> {
+        let at = unix_ms();
         self.audit.append(&AuditRecord {
             format_version: AUDIT_FORMAT_VERSION,
-            unix_ms: unix_ms(),
+            unix_ms: at,
             firmware_version: VERSION.into(),
             event,
         })?;
+        Ok(at)
+    }
+
+    /// The radiographer disputes the result being shown: record it.
+    fn dispute(&mut self) -> Result<()> {
+        let Some((refers_to_unix_ms, scan, model, decision)) = self.last_result.clone() else {
+            return Ok(());
+        };
+        self.record(AuditEvent::Disputed {
+            refers_to_unix_ms,
+            scan: scan.clone(),
+            model,
+            decision,
+        })?;
+        eprintln!(
+            "disagree: result {decision:?} of scan {} ({refers_to_unix_ms}) disputed",
+            &hex::encode(scan.content_sha256)[..12]
+        );
         Ok(())
     }
 
@@ -180,12 +212,13 @@ where
             self.panel
                 .finish(&Outcome::Failed(ErrorKind::NoScan))
                 .map_err(gpio)?;
-            return self.record(AuditEvent::Error {
+            self.record(AuditEvent::Error {
                 scan: None,
                 model: self.model_ref(),
                 kind: ErrorKind::NoScan,
                 detail: "no complete scan in the inbox".into(),
-            });
+            })?;
+            return Ok(());
         };
         eprintln!("press: classifying {}", scan_label(&scan));
         let submitted = matches!(&self.model, Ok((worker, _)) if worker.submit(scan));
@@ -210,7 +243,8 @@ where
             model,
             kind: ErrorKind::ModelFailure,
             detail,
-        })
+        })?;
+        Ok(())
     }
 
     fn finish_job(&mut self, scan: PathBuf, result: ScanOutcome, started: Instant) -> Result<()> {
@@ -223,13 +257,14 @@ where
                     .map_err(gpio)?
                     .expect("a probability always gives a decision");
                 let model = self.model_ref().expect("only a loaded model classifies");
-                self.record(AuditEvent::Classified {
-                    scan: scan_ref,
-                    model,
+                let at = self.record(AuditEvent::Classified {
+                    scan: scan_ref.clone(),
+                    model: model.clone(),
                     probability,
                     decision,
                     latency_ms,
                 })?;
+                self.last_result = Some((at, scan_ref, model, decision));
                 let moved = self.inbox.mark_processed(&scan)?;
                 eprintln!(
                     "classified {}: {decision:?} (p = {probability:.4}, {latency_ms} ms), moved to {}/",
@@ -265,8 +300,10 @@ where
                 eprintln!("inbox: {arrived} scan(s) arrived");
             }
         }
-        if let Some(Command::ClassifyNewest) = self.panel.poll().map_err(gpio)? {
-            self.start_job()?;
+        match self.panel.poll().map_err(gpio)? {
+            Some(Command::ClassifyNewest) => self.start_job()?,
+            Some(Command::Dispute) => self.dispute()?,
+            None => {}
         }
         if let (Some(started), Ok((worker, _))) = (self.busy_since, &self.model) {
             match worker.poll() {

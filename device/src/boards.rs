@@ -28,6 +28,17 @@ fn pin_number(key: &str, n: u32, max: u32) -> crate::Result<u8> {
     }
 }
 
+/// A board's panel pins.
+#[derive(Debug)]
+pub struct BoardPins<I, O> {
+    /// The classify button.
+    pub button: I,
+    /// The "disagree" button, when `pins.disagree` is set.
+    pub disagree: Option<I>,
+    /// Green, amber, red.
+    pub leds: (O, O, O),
+}
+
 /// Raspberry Pi pins through rppal.
 #[cfg(feature = "rpi")]
 pub mod rpi {
@@ -36,20 +47,25 @@ pub mod rpi {
     use crate::config::Pins;
     use crate::{Error, Result};
 
-    /// The button and the (green, amber, red) LEDs, LEDs off.
-    pub fn pins(p: &Pins) -> Result<(InputPin, (OutputPin, OutputPin, OutputPin))> {
+    /// The button, the disagree button (if configured) and the (green,
+    /// amber, red) LEDs, LEDs off.
+    pub fn pins(p: &Pins) -> Result<super::BoardPins<InputPin, OutputPin>> {
         let gpio = Gpio::new().map_err(|e| Error::Gpio(format!("opening the Pi's GPIO: {e}")))?;
         let get = |key: &str, n: u32| {
             let bcm = super::pin_number(key, n, 27)?;
             gpio.get(bcm)
                 .map_err(|e| Error::Gpio(format!("`pins.{key}` = BCM {bcm}: {e}")))
         };
-        let button = get("button", p.button)?;
-        let button = if p.button_active_low {
-            button.into_input_pullup()
-        } else {
-            button.into_input_pulldown()
+        let input = |key: &str, n: u32| -> Result<InputPin> {
+            let pin = get(key, n)?;
+            Ok(if p.button_active_low {
+                pin.into_input_pullup()
+            } else {
+                pin.into_input_pulldown()
+            })
         };
+        let button = input("button", p.button)?;
+        let disagree = p.disagree.map(|n| input("disagree", n)).transpose()?;
         let led = |key: &str, n: u32| -> Result<OutputPin> {
             let pin = get(key, n)?;
             // Start dark: high is "off" on active-low wiring.
@@ -59,14 +75,15 @@ pub mod rpi {
                 pin.into_output_low()
             })
         };
-        Ok((
+        Ok(super::BoardPins {
             button,
-            (
+            disagree,
+            leds: (
                 led("green", p.green)?,
                 led("amber", p.amber)?,
                 led("red", p.red)?,
             ),
-        ))
+        })
     }
 }
 
@@ -81,8 +98,9 @@ pub mod cdev {
 
     const CONSUMER: &str = "scanside";
 
-    /// The button and the (green, amber, red) LEDs, LEDs off.
-    pub fn pins(p: &Pins) -> Result<(CdevPin, (CdevPin, CdevPin, CdevPin))> {
+    /// The button, the disagree button (if configured) and the (green,
+    /// amber, red) LEDs, LEDs off.
+    pub fn pins(p: &Pins) -> Result<super::BoardPins<CdevPin, CdevPin>> {
         let chip_err = |e: gpio_cdev::Error| Error::Gpio(format!("{}: {e}", p.chip.display()));
         let mut chip = Chip::new(&p.chip).map_err(chip_err)?;
         let lines = chip.num_lines();
@@ -102,10 +120,18 @@ pub mod cdev {
         };
         let off = u8::from(p.leds_active_low);
         let button = request("button", p.button, LineRequestFlags::INPUT, 0)?;
+        let disagree = p
+            .disagree
+            .map(|n| request("disagree", n, LineRequestFlags::INPUT, 0))
+            .transpose()?;
         let green = request("green", p.green, LineRequestFlags::OUTPUT, off)?;
         let amber = request("amber", p.amber, LineRequestFlags::OUTPUT, off)?;
         let red = request("red", p.red, LineRequestFlags::OUTPUT, off)?;
-        Ok((button, (green, amber, red)))
+        Ok(super::BoardPins {
+            button,
+            disagree,
+            leds: (green, amber, red),
+        })
     }
 }
 

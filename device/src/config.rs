@@ -11,6 +11,7 @@
 //! [pins]                                # BCM numbers (rpi) or line offsets (cdev)
 //! chip = "/dev/gpiochip0"
 //! button = 17
+//! disagree = 24                         # optional second button: dispute the shown result
 //! green = 22
 //! amber = 27
 //! red = 23
@@ -71,6 +72,9 @@ pub struct Pins {
     pub chip: PathBuf,
     /// Button input.
     pub button: u32,
+    /// Optional "disagree" button input (same wiring as `button`).
+    #[serde(default)]
+    pub disagree: Option<u32>,
     /// Green LED.
     pub green: u32,
     /// Amber LED.
@@ -302,12 +306,13 @@ impl DeviceConfig {
                 )));
             }
             (Some(p), _) => {
-                let all = [
+                let mut all = vec![
                     ("pins.button", p.button),
                     ("pins.green", p.green),
                     ("pins.amber", p.amber),
                     ("pins.red", p.red),
                 ];
+                all.extend(p.disagree.map(|d| ("pins.disagree", d)));
                 for (i, (a, x)) in all.iter().enumerate() {
                     if let Some((b, _)) = all[i + 1..].iter().find(|(_, y)| y == x) {
                         return Err(bad(format!("`{a}` and `{b}` are both pin {x}")));
@@ -419,6 +424,8 @@ red = 23
         assert!(e.contains("red"), "{e}");
         let e = err(&GOOD.replace("red = 23", "red = 22"));
         assert!(e.contains("`pins.green` and `pins.red`"), "{e}");
+        let e = err(&GOOD.replace("red = 23", "red = 23\ndisagree = 17"));
+        assert!(e.contains("`pins.button` and `pins.disagree`"), "{e}");
         let e = err(&format!("{GOOD}[decision]\nuncertain_band = 0.7\n"));
         assert!(e.contains("decision.uncertain_band"), "{e}");
         let e = err(&format!("{GOOD}[timing]\npoll_ms = 0\n"));

@@ -9,6 +9,8 @@
 //!    └────────────────────────────────────────────────────┘
 //!                     after `show_ms`
 //!
+//!   Result ── disagree press ──▶ Acknowledged ── after `ack_ms` ──▶ Idle
+//!
 //!   any ── fault (model refused at start-up) ──▶ Fault   (until shutdown)
 //! ```
 //!
@@ -31,11 +33,17 @@ pub struct ControllerConfig {
     pub show_ms: u64,
 }
 
+/// How long the "disagreement recorded" pattern shows, milliseconds.
+pub const ACK_MS: u64 = 1500;
+
 /// What the caller must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Classify the newest unclassified scan, then report the outcome.
     ClassifyNewest,
+    /// Record that the radiographer disputes the result being shown (the
+    /// last classification).
+    Dispute,
 }
 
 /// The end of one classification.
@@ -64,6 +72,8 @@ pub enum State {
     /// Out of service (the model was refused): the error pattern stays and
     /// presses are ignored until the program is restarted.
     Fault(ErrorKind),
+    /// A disagreement with the shown result was recorded.
+    Acknowledged,
 }
 
 /// The decision for `probability` at `threshold` with an uncertain band.
@@ -84,6 +94,8 @@ pub struct Controller {
     state: State,
     since_ms: u64,
     last: Option<State>,
+    /// The last result has been disputed already.
+    disputed: bool,
 }
 
 impl Controller {
@@ -94,6 +106,7 @@ impl Controller {
             state: State::Idle,
             since_ms: now_ms,
             last: None,
+            disputed: false,
         }
     }
 
@@ -135,6 +148,19 @@ impl Controller {
         self.enter(again, now_ms);
     }
 
+    /// A press of the "disagree" button: while a result is shown (also one
+    /// shown again by a long press), dispute it once; ignored otherwise
+    /// (nothing to dispute, an error, busy, out of service, or already
+    /// disputed).
+    pub fn on_disagree_press(&mut self, now_ms: u64) -> Option<Command> {
+        if !matches!(self.state, State::Result(_)) || self.disputed {
+            return None;
+        }
+        self.disputed = true;
+        self.enter(State::Acknowledged, now_ms);
+        Some(Command::Dispute)
+    }
+
     /// The outcome of the last [`Command::ClassifyNewest`]; returns the
     /// decision shown, if any.
     pub fn on_outcome(&mut self, outcome: &Outcome, now_ms: u64) -> Option<Decision> {
@@ -151,16 +177,22 @@ impl Controller {
         };
         if decision.is_some() {
             self.last = Some(state);
+            self.disputed = false;
         }
         self.enter(state, now_ms);
         decision
     }
 
-    /// Let time pass: results and errors go back to idle after `show_ms`.
+    /// Let time pass: results and errors go back to idle after `show_ms`,
+    /// the acknowledgement after [`ACK_MS`].
     pub fn tick(&mut self, now_ms: u64) {
-        if matches!(self.state, State::Result(_) | State::Error(_))
-            && now_ms - self.since_ms >= self.config.show_ms
-        {
+        let shown = now_ms - self.since_ms;
+        let done = match self.state {
+            State::Result(_) | State::Error(_) => shown >= self.config.show_ms,
+            State::Acknowledged => shown >= ACK_MS,
+            _ => false,
+        };
+        if done {
             self.enter(State::Idle, now_ms);
         }
     }
@@ -172,6 +204,7 @@ impl Controller {
             State::Busy => Pattern::Busy,
             State::Result(d) => Pattern::Result(d),
             State::Error(_) | State::Fault(_) => Pattern::Error,
+            State::Acknowledged => Pattern::Acknowledge,
         };
         (p, self.since_ms)
     }
@@ -227,10 +260,39 @@ mod tests {
     }
 
     #[test]
+    fn disagree_disputes_a_shown_result_once() {
+        let mut c = Controller::new(CONFIG, 0);
+        // Nothing shown yet: nothing to dispute.
+        assert_eq!(c.on_disagree_press(5), None);
+        c.on_short_press(10);
+        assert_eq!(c.on_disagree_press(20), None, "busy");
+        c.on_outcome(&Outcome::Classified { probability: 0.9 }, 100);
+        assert_eq!(c.on_disagree_press(200), Some(Command::Dispute));
+        assert_eq!(c.state(), State::Acknowledged);
+        assert_eq!(c.pattern().0, Pattern::Acknowledge);
+        c.tick(200 + ACK_MS - 1);
+        assert_eq!(c.state(), State::Acknowledged);
+        c.tick(200 + ACK_MS);
+        assert_eq!(c.state(), State::Idle);
+        // Shown again by a long press: already disputed, not twice.
+        c.on_long_press(2000);
+        assert_eq!(c.state(), State::Result(Decision::TumourSuspected));
+        assert_eq!(c.on_disagree_press(2100), None);
+        // A new result can be disputed; an error cannot.
+        c.on_short_press(3000);
+        c.on_outcome(&Outcome::Failed(ErrorKind::NoScan), 3100);
+        assert_eq!(c.on_disagree_press(3200), None);
+        c.on_short_press(4000);
+        c.on_outcome(&Outcome::Classified { probability: 0.1 }, 4100);
+        assert_eq!(c.on_disagree_press(4200), Some(Command::Dispute));
+    }
+
+    #[test]
     fn a_fault_stays_and_ignores_presses() {
         let mut c = Controller::new(CONFIG, 0);
         c.on_fault(ErrorKind::ModelFailure, 0);
         assert_eq!(c.on_short_press(10), None);
+        assert_eq!(c.on_disagree_press(15), None);
         c.on_long_press(20);
         c.tick(1_000_000);
         assert_eq!(c.state(), State::Fault(ErrorKind::ModelFailure));

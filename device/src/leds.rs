@@ -22,6 +22,8 @@ pub enum Pattern {
     Result(Decision),
     /// Something went wrong: red blinking fast (5 Hz).
     Error,
+    /// A disagreement was recorded: all three lamps flash twice.
+    Acknowledge,
 }
 
 /// On/off for (green, amber, red).
@@ -38,6 +40,10 @@ impl Pattern {
             Pattern::Result(Decision::Uncertain) => (false, true, false),
             Pattern::Result(Decision::TumourSuspected) => (false, false, true),
             Pattern::Error => (false, false, t_ms % 200 < 100),
+            Pattern::Acknowledge => {
+                let on = t_ms < 750 && t_ms % 500 < 250;
+                (on, on, on)
+            }
         }
     }
 }

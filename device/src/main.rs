@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use scanside_device::appliance::Appliance;
+use scanside_device::boards::BoardPins;
 use scanside_device::clock::MonotonicClock;
 use scanside_device::config::{BoardKind, DeviceConfig};
 use scanside_device::dicom_scp::StorageScp;
@@ -124,32 +125,45 @@ fn run_appliance(config_path: &Path) -> Result<ExitCode> {
     match config.board {
         BoardKind::Sim => {
             let (button, handle) = SimButton::new();
+            let (disagree, disagree_handle) = SimButton::new();
             let leds = LedLog::new(true);
-            // Enter presses the button briefly; "l" + Enter holds it long.
+            // Enter presses the button briefly; "l" + Enter holds it long;
+            // "d" + Enter presses the disagree button.
             let long = Duration::from_millis(config.timing.long_press_ms + 200);
             let short = Duration::from_millis((config.timing.debounce_ms * 3).max(100));
             std::thread::spawn(move || {
                 for line in std::io::stdin().lines() {
                     let Ok(line) = line else { break };
-                    handle.press_for(if line.trim() == "l" { long } else { short });
+                    match line.trim() {
+                        "l" => handle.press_for(long),
+                        "d" => disagree_handle.press_for(short),
+                        _ => handle.press_for(short),
+                    }
                 }
             });
-            eprintln!("sim board: Enter = press, l + Enter = long press, Ctrl-C = stop");
-            serve(&config, button, leds.leds(), polarity, &stop)
+            eprintln!(
+                "sim board: Enter = press, l + Enter = long press, d + Enter = disagree, Ctrl-C = stop"
+            );
+            let pins = BoardPins {
+                button,
+                disagree: Some(disagree),
+                leds: leds.leds(),
+            };
+            serve(&config, pins, polarity, &stop)
         }
         #[cfg(feature = "rpi")]
         BoardKind::Rpi => {
             let pins = config.pins.as_ref().expect("validated: rpi has pins");
-            let (button, leds) = scanside_device::boards::rpi::pins(pins)
+            let pins = scanside_device::boards::rpi::pins(pins)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-            serve(&config, button, leds, polarity, &stop)
+            serve(&config, pins, polarity, &stop)
         }
         #[cfg(feature = "cdev")]
         BoardKind::Cdev => {
             let pins = config.pins.as_ref().expect("validated: cdev has pins");
-            let (button, leds) = scanside_device::boards::cdev::pins(pins)
+            let pins = scanside_device::boards::cdev::pins(pins)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-            serve(&config, button, leds, polarity, &stop)
+            serve(&config, pins, polarity, &stop)
         }
         #[allow(unreachable_patterns)]
         other => anyhow::bail!(
@@ -164,8 +178,7 @@ fn run_appliance(config_path: &Path) -> Result<ExitCode> {
 /// Run the appliance on any board until SIGINT/SIGTERM.
 fn serve<B, L, E>(
     config: &DeviceConfig,
-    button: B,
-    leds: (L, L, L),
+    pins: BoardPins<B, L>,
     polarity: Polarity,
     stop: &AtomicBool,
 ) -> Result<ExitCode>
@@ -175,7 +188,16 @@ where
     E: std::fmt::Debug,
 {
     let mut systemd = Systemd::from_env();
-    let mut appliance = Appliance::start(config, button, leds, MonotonicClock::new(), polarity)?;
+    let mut appliance = Appliance::start(
+        config,
+        pins.button,
+        pins.leds,
+        MonotonicClock::new(),
+        polarity,
+    )?;
+    if let Some(disagree) = pins.disagree {
+        appliance.add_disagree_button(disagree);
+    }
     if let Some(dicom) = &config.dicom {
         let (events, received) = std::sync::mpsc::channel();
         StorageScp::spawn(dicom, &config.inbox, events)?;
@@ -244,6 +266,17 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                         )?,
                     }
                 }
+                AuditEvent::Disputed {
+                    refers_to_unix_ms,
+                    scan,
+                    decision,
+                    ..
+                } => writeln!(
+                    out,
+                    "{} disputed: result {decision:?} of {refers_to_unix_ms} for scan {}",
+                    r.unix_ms,
+                    &hex::encode(scan.content_sha256)[..12]
+                )?,
             }
         }
     }

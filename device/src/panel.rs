@@ -9,10 +9,14 @@ use crate::controller::{Command, Controller, ControllerConfig, Outcome, State};
 use crate::leds::LedPanel;
 use scanside_shared::audit::{Decision, ErrorKind};
 
-/// Button, LEDs and behaviour.
+/// Button(s), LEDs and behaviour.
 #[derive(Debug)]
 pub struct Panel<B, L, C> {
     button: Button<B>,
+    /// The optional "disagree" button (same polarity and timing).
+    disagree: Option<Button<B>>,
+    button_active_low: bool,
+    timing: ButtonTiming,
     leds: LedPanel<L>,
     clock: C,
     controller: Controller,
@@ -45,17 +49,26 @@ where
         let now = clock.now_ms();
         Panel {
             button: Button::new(button, polarity.button_active_low, timing),
+            disagree: None,
+            button_active_low: polarity.button_active_low,
+            timing,
             leds: LedPanel::new(green, amber, red, polarity.leds_active_low),
             clock,
             controller: Controller::new(config, now),
         }
     }
 
-    /// Sample the button, advance the state machine and refresh the LEDs.
+    /// Add the "disagree" button: any press of it while a result is shown
+    /// disputes that result ([`Command::Dispute`]).
+    pub fn add_disagree_button(&mut self, pin: B) {
+        self.disagree = Some(Button::new(pin, self.button_active_low, self.timing));
+    }
+
+    /// Sample the buttons, advance the state machine and refresh the LEDs.
     /// Returns a command when a press asks for work.
     pub fn poll(&mut self) -> Result<Option<Command>, E> {
         let now = self.clock.now_ms();
-        let command = match self.button.poll(now)? {
+        let mut command = match self.button.poll(now)? {
             Some(Press::Short) => self.controller.on_short_press(now),
             Some(Press::Long) => {
                 self.controller.on_long_press(now);
@@ -63,6 +76,12 @@ where
             }
             None => None,
         };
+        if let Some(disagree) = &mut self.disagree
+            && disagree.poll(now)?.is_some()
+            && command.is_none()
+        {
+            command = self.controller.on_disagree_press(now);
+        }
         self.controller.tick(now);
         self.refresh()?;
         Ok(command)
@@ -100,8 +119,12 @@ where
         self.leds.show((false, false, false))
     }
 
-    /// Give the pins back.
-    pub fn release(self) -> (B, (L, L, L)) {
-        (self.button.release(), self.leds.release())
+    /// Give the pins back: button, disagree button, LEDs.
+    pub fn release(self) -> (B, Option<B>, (L, L, L)) {
+        (
+            self.button.release(),
+            self.disagree.map(Button::release),
+            self.leds.release(),
+        )
     }
 }

@@ -79,8 +79,11 @@ fn panel(
 }
 
 fn done(p: MockPanel) {
-    let (mut b, (mut g, mut a, mut r)) = p.release();
+    let (mut b, disagree, (mut g, mut a, mut r)) = p.release();
     b.done();
+    if let Some(mut d) = disagree {
+        d.done();
+    }
     g.done();
     a.done();
     r.done();
@@ -234,5 +237,53 @@ fn a_refused_model_keeps_red_blinking_and_ignores_presses() {
         assert_eq!(p.poll().unwrap(), None, "t = {t}: a press starts no work");
     }
     assert_eq!(p.state(), S::Fault(ErrorKind::ModelFailure));
+    done(p);
+}
+
+/// The disagree button: pressed while a result is shown, it asks for a
+/// dispute and all three lamps flash twice, then the panel idles.
+#[test]
+fn disagree_while_a_result_shows_disputes_it_and_flashes_all_lamps() {
+    let clock = FakeClock::default();
+    let mut p = panel(
+        &[
+            High, Low, Low, High, High, High, High, High, High, High, High, High, High,
+        ],
+        &[High, Low, High, Low, High, Low, High],
+        &[Low, High, Low, High, Low, High, Low],
+        &[Low, High, Low, High, Low],
+        &clock,
+    );
+    p.add_disagree_button(Mock::new(&get(&[
+        High, High, High, High, High, Low, Low, High, High, High, High, High, High,
+    ])));
+    // Press and release the classify button (as in `press_and_decide`).
+    for t in [0, 10, 50, 120] {
+        clock.set(t);
+        assert_eq!(p.poll().unwrap(), None);
+    }
+    clock.set(160);
+    assert_eq!(p.poll().unwrap(), Some(Command::ClassifyNewest));
+    clock.set(200);
+    assert_eq!(
+        p.finish(&Outcome::Classified { probability: 0.9 }).unwrap(),
+        Some(Decision::TumourSuspected)
+    );
+    // Disagree: pressed at 300, debounced at 340, released at 400, acted on at 440.
+    for t in [300, 340, 400] {
+        clock.set(t);
+        assert_eq!(p.poll().unwrap(), None);
+    }
+    clock.set(440);
+    assert_eq!(p.poll().unwrap(), Some(Command::Dispute));
+    assert_eq!(p.state(), S::Acknowledged);
+    // All lamps flash twice (on at 0 and 500 ms, off at 250 and 750 ms).
+    for t in [700, 940, 1200] {
+        clock.set(t);
+        assert_eq!(p.poll().unwrap(), None);
+    }
+    clock.set(1940);
+    assert_eq!(p.poll().unwrap(), None);
+    assert_eq!(p.state(), S::Idle);
     done(p);
 }

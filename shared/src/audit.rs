@@ -115,6 +115,19 @@ pub enum AuditEvent {
         /// Why the object was refused, when it was.
         refused: Option<String>,
     },
+    /// The radiographer pressed "disagree" while a result was shown: the
+    /// result of the `Classified` record written at `refers_to_unix_ms` is
+    /// disputed (for review and retraining on the host).
+    Disputed {
+        /// `unix_ms` of the disputed `Classified` record.
+        refers_to_unix_ms: u64,
+        /// Its scan.
+        scan: ScanRef,
+        /// Its model.
+        model: ModelRef,
+        /// The decision that was disputed.
+        decision: Decision,
+    },
 }
 
 /// One audit record.

@@ -153,3 +153,42 @@ fn the_dicom_receipt_is_frozen_too_and_round_trips() {
     let log = parse_log(&[encode_frame(&error()), frame, encode_frame(&classified())].concat());
     assert_eq!(log.records, [error(), received(), classified()]);
 }
+
+fn disputed() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_001_000,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::Disputed {
+            refers_to_unix_ms: 1_795_000_000_123,
+            scan: ScanRef {
+                name_sha256: [0x11; 32],
+                content_sha256: [0x22; 32],
+            },
+            model: ModelRef {
+                id: "scanside-m".into(),
+                sha256: [0x33; 32],
+            },
+            decision: Decision::TumourSuspected,
+        },
+    }
+}
+
+/// The "disagree" record, appended after the DICOM receipt: the earlier
+/// records keep their bytes.
+const GOLDEN_DISPUTED: &str = "8501e8c3d9f29e3405302e312e3003fbbcd9f29e34111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220a7363616e736964652d6d3333333333333333333333333333333333333333333333333333333333333333022d1cc34500";
+
+#[test]
+fn the_dispute_record_is_frozen_and_round_trips() {
+    let frame = encode_frame(&disputed());
+    assert_eq!(hex::encode(&frame), GOLDEN_DISPUTED);
+    let log = parse_log(
+        &[
+            encode_frame(&classified()),
+            frame,
+            encode_frame(&received()),
+        ]
+        .concat(),
+    );
+    assert_eq!(log.records, [classified(), disputed(), received()]);
+}

@@ -118,6 +118,7 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
             AuditEvent::Classified { decision, .. } => format!("{decision:?}"),
             AuditEvent::Error { kind, .. } => format!("{kind:?}"),
             AuditEvent::Received { .. } => "Received".into(),
+            AuditEvent::Disputed { .. } => "Disputed".into(),
         })
         .collect();
     assert_eq!(
@@ -255,4 +256,55 @@ fn with_the_archive_on_each_classified_scan_is_kept_with_its_overlay() {
 
 fn hex_sha(bytes: &[u8]) -> String {
     scanside_shared::sha256_hex(bytes)
+}
+
+#[test]
+fn disagree_disputes_the_shown_result_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), None);
+    let (mut app, handle, leds) = start(&cfg);
+    let (disagree, disagree_handle) = SimButton::new();
+    app.add_disagree_button(disagree);
+
+    // Nothing shown yet: a disagree press records nothing.
+    press_until(&mut app, &disagree_handle, |s| s == State::Idle);
+    link(&dir.path().join("inbox"), &team_data().join("yes/Y1.jpg"));
+    press_until(&mut app, &handle, |s| {
+        s == State::Result(Decision::TumourSuspected)
+    });
+    press_until(&mut app, &disagree_handle, |s| s == State::Acknowledged);
+    assert_eq!(leds.current(), (true, true, true), "all lamps acknowledge");
+    // A second press on the same result is not a second dispute.
+    press_until(&mut app, &handle, |s| s == State::Error(ErrorKind::NoScan));
+    press_until(&mut app, &disagree_handle, |s| {
+        s == State::Error(ErrorKind::NoScan)
+    });
+
+    let log = read_log(&cfg.audit_log).unwrap();
+    assert_eq!(log.records.len(), 3, "{:?}", log.records);
+    let AuditEvent::Classified {
+        scan,
+        model,
+        decision,
+        ..
+    } = &log.records[0].event
+    else {
+        panic!("{:?}", log.records[0]);
+    };
+    assert_eq!(
+        log.records[1].event,
+        AuditEvent::Disputed {
+            refers_to_unix_ms: log.records[0].unix_ms,
+            scan: scan.clone(),
+            model: model.clone(),
+            decision: *decision,
+        }
+    );
+    assert!(matches!(
+        log.records[2].event,
+        AuditEvent::Error {
+            kind: ErrorKind::NoScan,
+            ..
+        }
+    ));
 }
