@@ -21,7 +21,8 @@
 //!   storage node that receives scans straight from the scanner;
 //!   [`archive`]: the optional, size-capped copy of every classified scan
 //!   (with its Grad-CAM overlay); [`durable`]: the crash-safe file writes
-//!   both use.
+//!   both use; [`export`]: the bundle of records and archived scans for the
+//!   host.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
@@ -36,6 +37,7 @@ pub mod controller;
 pub mod dicom_scp;
 pub mod durable;
 pub mod error;
+pub mod export;
 pub mod inbox;
 pub mod leds;
 pub mod panel;

@@ -77,6 +77,21 @@ enum Command {
         #[arg(long, default_value = "/etc/scanside/device.toml")]
         config: PathBuf,
     },
+    /// Write the audit records since a time, with the archived scans and
+    /// overlays they refer to, to one bundle file for the host. Changes
+    /// nothing on the device.
+    Export {
+        /// Configuration file (where the audit log and archive are).
+        #[arg(long, default_value = "/etc/scanside/device.toml")]
+        config: PathBuf,
+        /// Records from this time on: milliseconds since 1970, or a UTC
+        /// date YYYY-MM-DD [default: everything].
+        #[arg(long, value_name = "TIME", value_parser = scanside_device::export::parse_since)]
+        since: Option<u64>,
+        /// The bundle file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +121,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Log { path, json } => print_log(&path, json),
         Command::Run { config } => run_appliance(&config),
+        Command::Export { config, since, out } => {
+            let config = DeviceConfig::load(&config)?;
+            let s = scanside_device::export::export(&config, since.unwrap_or(0), &out)?;
+            println!(
+                "{}: {} records, {} scans, {} overlays ({} bytes); {} referenced scans not in the archive",
+                out.display(),
+                s.records,
+                s.scans,
+                s.overlays,
+                s.bytes,
+                s.scans_not_archived
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -184,6 +184,34 @@ fn run_classifies_on_a_press_pings_the_watchdog_and_stops_cleanly() {
     assert_eq!(hex::encode(model.sha256), SHIPPED_SHA256);
     assert!(inbox.join("processed/Y1.jpg").is_file());
     assert!(!inbox.join("Y1.jpg").exists());
+
+    // Export: the record, no scan (the archive is off), said so; --since
+    // filters; a bad --since is refused by name.
+    let export = |since: &str| {
+        Command::new(env!("CARGO_BIN_EXE_scanside-device"))
+            .args(["export", "--config"])
+            .arg(dir.path().join("device.toml"))
+            .args(["--since", since, "--out"])
+            .arg(dir.path().join("box.scanside"))
+            .output()
+            .unwrap()
+    };
+    let o = export("1970-01-01");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        said.contains("1 records, 0 scans, 0 overlays")
+            && said.contains("1 referenced scans not in the archive"),
+        "{said}"
+    );
+    let bundle = std::fs::read(dir.path().join("box.scanside")).unwrap();
+    let read = scanside_shared::bundle::parse_bundle(&bundle);
+    assert_eq!(read.manifest.unwrap().records, 1);
+    let o = export("2999-01-01");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 records"));
+    let o = export("yesterday");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`yesterday`"));
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! 7. [`train`] runs it all and writes the model, `cv.json` and
 //!    [`report`]; [`evaluate`] scores any model on any labelled folder.
 //!    and [`html_report`] (plots from [`plots`]);
-//! 8. [`explain`] draws where a model looked (Grad-CAM overlays).
+//! 8. [`review`]: a device's export bundle into a review queue, and the
+//!    labelling session that turns queued scans into training data.
+//! 9. [`explain`] draws where a model looked (Grad-CAM overlays).
 //!
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
@@ -41,6 +43,7 @@ pub mod onnx_graph;
 pub mod plots;
 pub mod quantize;
 pub mod report;
+pub mod review;
 pub mod train;
 
 pub use error::{Error, Result};

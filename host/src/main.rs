@@ -47,6 +47,37 @@ enum Command {
     Classify(ClassifyArgs),
     /// Grad-CAM overlays: where in each slice the model found its evidence.
     Explain(ExplainArgs),
+    /// Queue the scans of a device's export bundle for review (never into
+    /// the class folders); importing a bundle twice adds nothing.
+    Import(ImportBundleArgs),
+    /// Label queued scans (disputed first); each answer is saved at once.
+    Review(ReviewArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportBundleArgs {
+    /// The bundle (`scanside-device export --out …`).
+    bundle: PathBuf,
+    /// The dataset whose `review/` queue receives the scans.
+    #[arg(long)]
+    into: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ReviewArgs {
+    /// The dataset (class folders and `review/`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder of the positive class.
+    #[arg(long, default_value = "yes")]
+    positive: String,
+    /// Folder of the negative class.
+    #[arg(long, default_value = "no")]
+    negative: String,
+    /// Command that shows an image, run with each scan's path before its
+    /// question (e.g. `xdg-open`).
+    #[arg(long, value_name = "COMMAND")]
+    open: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -334,6 +365,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Evaluate(a) => evaluate(a),
         Command::Classify(a) => classify(a),
         Command::Explain(a) => explain(a),
+        Command::Import(a) => {
+            let s = scanside::review::import_bundle(&a.bundle, &a.into)?;
+            println!(
+                "{}: {} scans queued for review ({} disputed), {} already queued, {} records read, {} damaged, {} missing",
+                a.bundle.display(),
+                s.queued,
+                s.disputed,
+                s.already_queued,
+                s.records,
+                s.damaged,
+                s.missing
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Review(a) => review(a),
     }
 }
 
@@ -519,4 +565,27 @@ fn explain(a: ExplainArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn review(a: ReviewArgs) -> Result<ExitCode> {
+    let mut open = |scan: &std::path::Path| {
+        if let Some(viewer) = &a.open
+            && let Err(e) = std::process::Command::new(viewer).arg(scan).spawn()
+        {
+            eprintln!("warning: cannot run `{viewer}`: {e}");
+        }
+    };
+    let s = scanside::review::review(
+        &a.data,
+        &a.positive,
+        &a.negative,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr(),
+        &mut open,
+    )?;
+    println!(
+        "{} labelled, {} skipped, {} left in the queue",
+        s.labelled, s.skipped, s.left
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -686,3 +686,68 @@ fn dicom_files_classify_like_their_jpegs() {
         "{ct}"
     );
 }
+
+#[test]
+fn import_and_review_a_device_bundle_from_the_command_line() {
+    use scanside_shared::audit::{
+        AUDIT_FORMAT_VERSION, AuditEvent, AuditRecord, Decision, ModelRef, ScanRef,
+    };
+    use scanside_shared::bundle::{BundleEntry, encode_bundle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let scan = std::fs::read(team_data().join("yes/Y1.jpg")).unwrap();
+    let sha = scanside_shared::sha256(&scan);
+    let entries = [
+        BundleEntry::Record(AuditRecord {
+            format_version: AUDIT_FORMAT_VERSION,
+            unix_ms: 5,
+            firmware_version: "0.1.0".into(),
+            event: AuditEvent::Disputed {
+                refers_to_unix_ms: 4,
+                scan: ScanRef {
+                    name_sha256: [0; 32],
+                    content_sha256: sha,
+                },
+                model: ModelRef {
+                    id: "scanside-m".into(),
+                    sha256: [1; 32],
+                },
+                decision: Decision::NoTumour,
+            },
+        }),
+        BundleEntry::Scan {
+            content_sha256: sha,
+            extension: "jpg".into(),
+            bytes: scan.clone(),
+        },
+    ];
+    let bundle = dir.path().join("box.scanside");
+    std::fs::write(&bundle, encode_bundle(6, "0.1.0", 0, &entries)).unwrap();
+    let data = dir.path().join("data");
+    let o = scanside(&["import", s(&bundle), "--into", s(&data)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("1 scans queued for review (1 disputed)"));
+    let o = scanside(&["import", s(&bundle), "--into", s(&data)]);
+    assert!(
+        text(&o.stdout).contains("0 scans queued") && text(&o.stdout).contains("1 already queued")
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scanside"))
+        .args(["review", "--data", s(&data)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"y\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("DISPUTED"), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("1 labelled, 0 skipped, 0 left"));
+    let copy = data.join("yes").join(format!("{}.jpg", hex_of(&sha)));
+    assert_eq!(std::fs::read(copy).unwrap(), scan);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -145,18 +145,51 @@ pub struct AuditRecord {
 
 /// Encode one record as a complete frame, delimiter included.
 pub fn encode_frame(record: &AuditRecord) -> Vec<u8> {
-    let body =
-        postcard::to_stdvec_crc32(record, CRC32.digest()).expect("audit records always serialise");
+    encode_framed(record)
+}
+
+/// Decode one frame body (without its delimiter).
+pub fn decode_frame(frame: &[u8]) -> std::result::Result<AuditRecord, String> {
+    decode_framed(frame)
+}
+
+/// The framing shared with export bundles: postcard with CRC-32, COBS,
+/// then the `0x00` delimiter.
+pub(crate) fn encode_framed<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = postcard::to_stdvec_crc32(value, CRC32.digest()).expect("frames always serialise");
     let mut frame = cobs::encode_vec(&body);
     frame.push(0);
     frame
 }
 
-/// Decode one frame body (without its delimiter).
-pub fn decode_frame(frame: &[u8]) -> std::result::Result<AuditRecord, String> {
+/// Decode one frame made by [`encode_framed`] (without its delimiter).
+pub(crate) fn decode_framed<T: serde::de::DeserializeOwned>(
+    frame: &[u8],
+) -> std::result::Result<T, String> {
     let body = cobs::decode_vec(frame).map_err(|e| format!("bad COBS framing: {e}"))?;
     postcard::from_bytes_crc32(&body, CRC32.digest())
         .map_err(|e| format!("bad record (CRC or encoding): {e}"))
+}
+
+/// Split framed bytes at the delimiters: every non-empty frame with its
+/// offset, and an unterminated tail (a write cut short), if any.
+pub(crate) fn split_frames(bytes: &[u8]) -> (Vec<(usize, &[u8])>, Option<LogProblem>) {
+    let mut frames = Vec::new();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == 0 {
+            if i > start {
+                frames.push((start, &bytes[start..i]));
+            }
+            start = i + 1;
+        }
+    }
+    let torn = (start < bytes.len()).then(|| LogProblem {
+        offset: start,
+        len: bytes.len() - start,
+        reason: "unterminated final frame (write cut short, e.g. power loss)".into(),
+    });
+    (frames, torn)
 }
 
 /// A problem found while reading a log.
@@ -183,31 +216,20 @@ pub struct LogContents {
 
 /// Parse a log's bytes: every complete record, and what was skipped.
 pub fn parse_log(bytes: &[u8]) -> LogContents {
-    let mut out = LogContents::default();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b != 0 {
-            continue;
+    let (frames, torn_tail) = split_frames(bytes);
+    let mut out = LogContents {
+        torn_tail,
+        ..LogContents::default()
+    };
+    for (offset, frame) in frames {
+        match decode_frame(frame) {
+            Ok(r) => out.records.push(r),
+            Err(reason) => out.damaged.push(LogProblem {
+                offset,
+                len: frame.len(),
+                reason,
+            }),
         }
-        let frame = &bytes[start..i];
-        if !frame.is_empty() {
-            match decode_frame(frame) {
-                Ok(r) => out.records.push(r),
-                Err(reason) => out.damaged.push(LogProblem {
-                    offset: start,
-                    len: frame.len(),
-                    reason,
-                }),
-            }
-        }
-        start = i + 1;
-    }
-    if start < bytes.len() {
-        out.torn_tail = Some(LogProblem {
-            offset: start,
-            len: bytes.len() - start,
-            reason: "unterminated final record (write cut short, e.g. power loss)".into(),
-        });
     }
     out
 }

@@ -16,6 +16,8 @@
 //!   overlay pictures both binaries write.
 //! - [`audit`]: the audit log's record types and framing (postcard, COBS,
 //!   CRC-32), its durable writer and its forgiving reader.
+//! - [`bundle`]: export bundles (audit records, archived scans, overlays)
+//!   that carry what a box saw to the host, in the audit log's framing.
 //! - [`shipped`]: where the shipped model is found when none is named.
 //!
 //! This crate has no command line, no GPIO and no file watching: those belong
@@ -24,6 +26,7 @@
 //! scanside is research software, not a medical device.
 
 pub mod audit;
+pub mod bundle;
 pub mod classifier;
 pub mod dicom;
 pub mod error;

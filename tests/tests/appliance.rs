@@ -308,3 +308,103 @@ fn disagree_disputes_the_shown_result_in_the_audit_log() {
         }
     ));
 }
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn export_bundles_records_scans_and_overlays_and_changes_nothing() {
+    use scanside_shared::bundle::{BundleEntry, parse_bundle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("device");
+    let archive = device.join("archive");
+    let cfg = config_with(
+        &device,
+        None,
+        &format!("[archive]\ndir = {archive:?}\noverlays = true\n"),
+    );
+    let (mut app, handle, _leds) = start(&cfg);
+    let (disagree, disagree_handle) = SimButton::new();
+    app.add_disagree_button(disagree);
+    let inbox = device.join("inbox");
+    let sources = [
+        team_data().join("yes/Y1.jpg"),
+        team_data().join("no/1 no.jpeg"),
+    ];
+    for (source, decision) in sources
+        .iter()
+        .zip([Decision::TumourSuspected, Decision::NoTumour])
+    {
+        link(&inbox, source);
+        press_until(&mut app, &handle, |s| s == State::Result(decision));
+    }
+    press_until(&mut app, &disagree_handle, |s| s == State::Acknowledged);
+    drop(app);
+
+    let before = snapshot(&device);
+    let bundle = dir.path().join("out/box.scanside");
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    let export = |since: u64| {
+        let s = scanside_device::export::export(&cfg, since, &bundle).unwrap();
+        (s.records, s.scans, s.overlays, s.scans_not_archived)
+    };
+    assert_eq!(export(0), (3, 2, 2, 0));
+    assert_eq!(snapshot(&device), before, "export changed the device");
+
+    let bytes = std::fs::read(&bundle).unwrap();
+    let read = parse_bundle(&bytes);
+    let m = read.manifest.as_ref().expect("a manifest");
+    assert_eq!((m.records, m.scans, m.overlays), (3, 2, 2));
+    assert!(read.damaged.is_empty() && read.missing == 0 && read.unlisted == 0);
+    let log = read_log(&cfg.audit_log).unwrap();
+    let records: Vec<_> = read
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            BundleEntry::Record(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records, log.records);
+    for source in &sources {
+        let want = std::fs::read(source).unwrap();
+        let sha = scanside_shared::sha256(&want);
+        assert!(read.entries.iter().any(|e| matches!(e,
+            BundleEntry::Scan { content_sha256, bytes, .. } if *content_sha256 == sha && *bytes == want)));
+        assert!(read.entries.iter().any(|e| matches!(e,
+            BundleEntry::Overlay { content_sha256, png } if *content_sha256 == sha && png.starts_with(b"\x89PNG"))));
+    }
+
+    // A damaged scan entry: everything else is still read.
+    let mut damaged = bytes.clone();
+    let at = damaged
+        .windows(8)
+        .position(|w| w == &std::fs::read(&sources[0]).unwrap()[100..108])
+        .expect("the scan's bytes are in the bundle");
+    damaged[at] ^= 0x55;
+    let read = parse_bundle(&damaged);
+    assert_eq!(read.damaged.len(), 1);
+    assert_eq!(read.missing, 1);
+    assert_eq!(read.entries.len(), 3 + 2 + 2 - 1);
+
+    // Since the second classification: it and the dispute, one scan.
+    assert_eq!(export(log.records[1].unix_ms), (2, 1, 1, 0));
+    assert_eq!(snapshot(&device), before);
+}
