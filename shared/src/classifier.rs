@@ -254,10 +254,8 @@ impl Classifier {
             path: self.path.clone(),
             reason: "loaded without the feature-map output; cannot explain".into(),
         })?;
-        let spec = &self.manifest.preprocessing;
-        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
-        let slice = resize_rgb(&image, spec);
-        let mut outputs = self.run(&tensor_from_rgb(&slice, spec)?)?;
+        let slice = self.slice(bytes, origin)?;
+        let mut outputs = self.run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?;
         let (shape, data) = outputs.pop().expect("two outputs");
         let probabilities = outputs.pop().expect("two outputs").1;
         let features = match shape[..] {
@@ -327,11 +325,16 @@ impl Classifier {
         self
     }
 
+    /// Decode image bytes (the chosen DICOM frame) and resize them to the
+    /// model's input: the picture the model sees, before normalisation.
+    fn slice(&self, bytes: &[u8], origin: &Path) -> Result<image::RgbImage> {
+        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
+        Ok(resize_rgb(&image, &self.manifest.preprocessing))
+    }
+
     /// Decode, preprocess and classify image bytes; `origin` names them.
     pub fn classify_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Classification> {
-        let spec = &self.manifest.preprocessing;
-        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
-        let input = tensor_from_rgb(&resize_rgb(&image, spec), spec)?;
+        let input = tensor_from_rgb(&self.slice(bytes, origin)?, &self.manifest.preprocessing)?;
         let probability = self.positive_probability(&input)?;
         Ok(Classification {
             probability,
