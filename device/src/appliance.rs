@@ -35,7 +35,7 @@ use crate::config::DeviceConfig;
 use crate::controller::{Command, ControllerConfig, Outcome};
 use crate::inbox::Inbox;
 use crate::panel::{Panel, Polarity};
-use crate::worker::{ScanOutcome, Worker, WorkerPoll};
+use crate::worker::{LoadedModel, ScanOutcome, Worker, WorkerPoll};
 use crate::{Error, Result, VERSION};
 
 fn unix_ms() -> u64 {
@@ -305,16 +305,48 @@ where
             Some(Command::Dispute) => self.dispute()?,
             None => {}
         }
-        if let (Some(started), Ok((worker, _))) = (self.busy_since, &self.model) {
+        if let Ok((worker, _)) = &self.model {
             match worker.poll() {
                 WorkerPoll::Done(scan, outcome) => {
-                    self.busy_since = None;
+                    let started = self.busy_since.take().unwrap_or_else(Instant::now);
                     self.finish_job(scan, outcome, started)?;
+                }
+                WorkerPoll::ModelChanged(loaded) => self.model_changed(*loaded)?,
+                WorkerPoll::ModelRefused(reason) => {
+                    let detail = format!(
+                        "a new model file was refused; still serving the previous model: {reason}"
+                    );
+                    eprintln!("error: {detail}");
+                    self.record(AuditEvent::Error {
+                        scan: None,
+                        model: self.model_ref(),
+                        kind: ErrorKind::ModelFailure,
+                        detail,
+                    })?;
                 }
                 WorkerPoll::Pending => {}
                 WorkerPoll::Died => self.worker_died()?,
             }
         }
+        Ok(())
+    }
+
+    /// The worker switched to a new model: decide with its threshold and
+    /// record the change before any of its decisions.
+    fn model_changed(&mut self, loaded: LoadedModel) -> Result<()> {
+        let Ok((_, current)) = &mut self.model else {
+            return Ok(());
+        };
+        let previous = std::mem::replace(current, loaded.model.clone());
+        self.panel.set_threshold(loaded.manifest.threshold);
+        eprintln!(
+            "model changed: {} → {} (threshold {:.4})",
+            previous.id, loaded.model.id, loaded.manifest.threshold
+        );
+        self.record(AuditEvent::ModelChanged {
+            previous,
+            current: loaded.model,
+        })?;
         Ok(())
     }
 

@@ -99,6 +99,12 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Decide with another model's threshold from now on (a model change
+    /// in a running appliance).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.config.threshold = threshold;
+    }
+
     /// Start idle at `now_ms`.
     pub fn new(config: ControllerConfig, now_ms: u64) -> Self {
         Controller {

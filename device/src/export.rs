@@ -42,6 +42,7 @@ fn scan_of(record: &AuditRecord) -> Option<[u8; 32]> {
         AuditEvent::Error { scan, .. } | AuditEvent::Received { scan, .. } => {
             scan.as_ref().map(|s| s.content_sha256)
         }
+        AuditEvent::ModelChanged { .. } => None,
     }
 }
 

@@ -22,7 +22,7 @@
 //!   [`archive`]: the optional, size-capped copy of every classified scan
 //!   (with its Grad-CAM overlay); [`durable`]: the crash-safe file writes
 //!   both use; [`export`]: the bundle of records and archived scans for the
-//!   host.
+//!   host; [`model_store`]: installing a new model and rolling back.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
@@ -40,6 +40,7 @@ pub mod error;
 pub mod export;
 pub mod inbox;
 pub mod leds;
+pub mod model_store;
 pub mod panel;
 pub mod sim;
 pub mod systemd;

@@ -92,6 +92,30 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Install a new model, roll back to the previous one, or show both.
+    /// The configured `model` path becomes a link swapped atomically; a
+    /// running appliance switches within seconds and records the change.
+    Model {
+        /// Configuration file (where the model link is).
+        #[arg(long, default_value = "/etc/scanside/device.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Check a model file (manifest, tract, one inference) and put it in
+    /// service; the current model becomes the previous one.
+    Install {
+        /// The model file (e.g. `models/<model id>.onnx` from `scanside retrain`).
+        file: PathBuf,
+    },
+    /// Put the previous model back in service (checked first).
+    Rollback,
+    /// Show the current and previous model.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +157,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 s.bytes,
                 s.scans_not_archived
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { config, action } => {
+            let config = DeviceConfig::load(&config)?;
+            let store = scanside_device::model_store::ModelStore::new(&config.model);
+            let status = match action {
+                ModelAction::Install { file } => {
+                    store.install(&file, config.model_sha256.as_deref())?
+                }
+                ModelAction::Rollback => store.rollback()?,
+                ModelAction::Status => store.status()?,
+            };
+            for (role, m) in [("current", &status.current), ("previous", &status.previous)] {
+                match m {
+                    Some(m) => println!(
+                        "{role:<8} {} ({}) {}",
+                        m.model_id,
+                        &m.sha256[..12],
+                        m.file.display()
+                    ),
+                    None => println!("{role:<8} none"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -305,6 +352,15 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                     "{} disputed: result {decision:?} of {refers_to_unix_ms} for scan {}",
                     r.unix_ms,
                     &hex::encode(scan.content_sha256)[..12]
+                )?,
+                AuditEvent::ModelChanged { previous, current } => writeln!(
+                    out,
+                    "{} model changed: {} ({}) → {} ({})",
+                    r.unix_ms,
+                    previous.id,
+                    &hex::encode(previous.sha256)[..12],
+                    current.id,
+                    &hex::encode(current.sha256)[..12]
                 )?,
             }
         }

@@ -58,6 +58,11 @@ where
         }
     }
 
+    /// Decide with another model's threshold from now on.
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.controller.set_threshold(threshold);
+    }
+
     /// Add the "disagree" button: any press of it while a result is shown
     /// disputes that result ([`Command::Dispute`]).
     pub fn add_disagree_button(&mut self, pin: B) {

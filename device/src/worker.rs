@@ -7,9 +7,17 @@
 //! answer while the LEDs keep blinking. One thread for the whole run (not
 //! one per press) also keeps memory flat: every new thread would bring its
 //! own allocator arena and tract scratch space.
+//!
+//! Between scans, and at least every [`MODEL_CHECK_INTERVAL`], the worker
+//! looks at the model path: when it names another file (`scanside-device
+//! model install` or `rollback` swapped the link, or the file was
+//! replaced), it loads and checks that one the same way and switches to it
+//! only if it passes; either way the main loop hears of it
+//! ([`WorkerPoll::ModelChanged`], [`WorkerPoll::ModelRefused`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
+use std::time::Duration;
 
 use scanside_shared::audit::{ErrorKind, ModelRef, ScanRef};
 use scanside_shared::classifier::Classifier;
@@ -32,6 +40,12 @@ pub enum WorkerPoll {
     Pending,
     /// A scan is done.
     Done(PathBuf, ScanOutcome),
+    /// The model file changed and the new one passed its checks: every
+    /// later scan is classified by it.
+    ModelChanged(Box<LoadedModel>),
+    /// The model file changed but the new one failed its checks (the
+    /// reason); the worker goes on with the model it had.
+    ModelRefused(String),
     /// The thread is gone (it panicked): no more classifications.
     Died,
 }
@@ -45,11 +59,35 @@ pub struct LoadedModel {
     pub model: ModelRef,
 }
 
+/// How often an idle worker looks for a new model file.
+pub const MODEL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Handle to the worker thread; dropping it ends the thread.
 #[derive(Debug)]
 pub struct Worker {
     jobs: Sender<PathBuf>,
-    done: Receiver<(PathBuf, ScanOutcome)>,
+    done: Receiver<WorkerPoll>,
+}
+
+/// Which file a path names now (following links), and its size and
+/// modification time: a change means another model.
+fn file_identity(path: &Path) -> Option<(PathBuf, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&target).ok()?;
+    Some((target, meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+fn loaded_model(c: &Classifier) -> LoadedModel {
+    let mut sha256 = [0u8; 32];
+    hex::decode_to_slice(c.sha256(), &mut sha256).expect("64 hex digits");
+    LoadedModel {
+        manifest: c.manifest().clone(),
+        model: ModelRef {
+            id: c.manifest().model_id.clone(),
+            sha256,
+        },
+    }
 }
 
 /// Load a model and check it: SHA-256 against `expected` (if given), then
@@ -101,17 +139,10 @@ impl Worker {
         std::thread::Builder::new()
             .name("classifier".into())
             .spawn(move || {
-                let classifier = match load_model(&path, expected.as_deref(), explaining) {
+                let mut identity = file_identity(&path);
+                let mut classifier = match load_model(&path, expected.as_deref(), explaining) {
                     Ok(c) => {
-                        let mut sha256 = [0u8; 32];
-                        hex::decode_to_slice(c.sha256(), &mut sha256).expect("64 hex digits");
-                        let _ = ready_tx.send(Ok(LoadedModel {
-                            manifest: c.manifest().clone(),
-                            model: ModelRef {
-                                id: c.manifest().model_id.clone(),
-                                sha256,
-                            },
-                        }));
+                        let _ = ready_tx.send(Ok(loaded_model(&c)));
                         c
                     }
                     Err(e) => {
@@ -119,10 +150,32 @@ impl Worker {
                         return;
                     }
                 };
-                for scan in job_rx {
-                    let outcome = classify(&classifier, &scan, archive.as_ref());
-                    if done_tx.send((scan, outcome)).is_err() {
-                        break;
+                loop {
+                    let job = match job_rx.recv_timeout(MODEL_CHECK_INTERVAL) {
+                        Ok(scan) => Some(scan),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let now = file_identity(&path);
+                    // A missing file is a swap in progress: keep the model.
+                    if now.is_some() && now != identity {
+                        identity = now;
+                        let event = match load_model(&path, expected.as_deref(), explaining) {
+                            Ok(c) => {
+                                classifier = c;
+                                WorkerPoll::ModelChanged(Box::new(loaded_model(&classifier)))
+                            }
+                            Err(e) => WorkerPoll::ModelRefused(e.to_string()),
+                        };
+                        if done_tx.send(event).is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(scan) = job {
+                        let outcome = classify(&classifier, &scan, archive.as_ref());
+                        if done_tx.send(WorkerPoll::Done(scan, outcome)).is_err() {
+                            break;
+                        }
                     }
                 }
             })
@@ -138,10 +191,10 @@ impl Worker {
         self.jobs.send(scan).is_ok()
     }
 
-    /// Whether a scan is done, without waiting.
+    /// Whether a scan is done or the model changed, without waiting.
     pub fn poll(&self) -> WorkerPoll {
         match self.done.try_recv() {
-            Ok((scan, outcome)) => WorkerPoll::Done(scan, outcome),
+            Ok(event) => event,
             Err(TryRecvError::Empty) => WorkerPoll::Pending,
             Err(TryRecvError::Disconnected) => WorkerPoll::Died,
         }

@@ -187,9 +187,16 @@ impl Dataset {
 
     /// SHA-256 over the sorted `label sha256` lines: identifies the data.
     pub fn content_sha256(&self) -> String {
+        self.content_sha256_of(|_| true)
+    }
+
+    /// [`Dataset::content_sha256`] of the items `keep` accepts: what the
+    /// data hash of a model trained on just those would be.
+    pub fn content_sha256_of(&self, keep: impl Fn(&Item) -> bool) -> String {
         let mut lines: Vec<String> = self
             .items
             .iter()
+            .filter(|i| keep(i))
             .map(|i| format!("{} {}\n", self.labels[i.label as usize], i.sha256))
             .collect();
         lines.sort();

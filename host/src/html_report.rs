@@ -536,3 +536,109 @@ pub fn evaluation(e: &Evaluation, model: &Path, data: &Path) -> Result<String> {
     );
     Ok(page.render())
 }
+
+/// Section ids of a retrain comparison page, in page order.
+pub const COMPARISON_SECTIONS: [&str; 5] =
+    ["decision", "metrics", "changes", "regression", "changed"];
+
+/// The retrain comparison (`comparison.html`): the decision and why,
+/// parent and candidate side by side, the regression scans and every
+/// image whose decision changed, with thumbnails.
+pub fn comparison(c: &crate::retrain::Comparison) -> Result<String> {
+    let mut page = Page::new(&format!("scanside retrain of {}", c.parent_model_id));
+    let decision = match &c.candidate_model_id {
+        Some(id) => format!(
+            "<p><b>Promoted</b> as <code>{}</code>{}.</p>",
+            esc(id),
+            c.promoted_to.as_ref().map_or(String::new(), |p| format!(
+                ", written to <code>{}</code>",
+                esc(&p.display().to_string())
+            ))
+        ),
+        None => {
+            let mut h = String::from(
+                "<p><b>Refused</b>: nothing was written to the models folder.</p><ul>",
+            );
+            for r in &c.reasons {
+                let _ = write!(h, "<li>{}</li>", esc(r));
+            }
+            h.push_str("</ul>");
+            h
+        }
+    };
+    page.section(
+        "decision",
+        "Decision",
+        format!(
+            "{decision}<p>Rule: no headline metric may be worse than the parent's by more than {}.</p>",
+            pct(c.tolerance)
+        ),
+    );
+    let mut t = format!(
+        "<p>{} images; {}×{} duplicate-grouped folds, the same for both. The parent is scored by \
+         its own recipe trained on the old images of each training fold; the regression row is \
+         the parent model file itself on {} reviewed scans it never saw, against the candidate's \
+         out-of-fold predictions. The parent's other training data {} its recorded hash.</p>\
+         <table><tr><th class=\"l\">metric</th><th>parent</th><th>candidate</th><th class=\"l\"></th></tr>",
+        c.n,
+        c.repeats,
+        c.folds,
+        c.regression_images,
+        if c.parent_data_verified {
+            "matches"
+        } else {
+            "does NOT match"
+        }
+    );
+    for m in &c.metrics {
+        let _ = write!(
+            t,
+            "<tr><th class=\"l\">{}</th><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            esc(&m.metric),
+            pct(m.parent),
+            pct(m.candidate),
+            if m.worse { "worse" } else { "" }
+        );
+    }
+    t.push_str("</table>");
+    page.section("metrics", "Parent and candidate", t);
+    let mut ch = String::from("<ul>");
+    for x in &c.changes {
+        let _ = write!(ch, "<li>{}</li>", esc(x));
+    }
+    ch.push_str("</ul>");
+    page.section("changes", "What changed", ch);
+    let name = |p: &Path| {
+        p.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let mut reg = format!("<p>{} scans.</p><div>", c.regression.len());
+    for r in &c.regression {
+        let caption = format!(
+            "{}{}: parent p = {:.3}, candidate p = {:.3}",
+            r.label,
+            if r.disputed { " (disputed)" } else { "" },
+            r.parent_probability,
+            r.candidate_probability
+        );
+        reg.push_str(&figure(&r.file, &name(&r.file), &caption));
+    }
+    reg.push_str("</div>");
+    page.section("regression", "Regression set", reg);
+    let mut changed = format!("<p>{} images.</p><div>", c.changed.len());
+    for d in &c.changed {
+        let caption = format!(
+            "{} ({}): {} {:.3} → {} {:.3}",
+            d.label,
+            d.set,
+            d.parent_decision,
+            d.parent_probability,
+            d.candidate_decision,
+            d.candidate_probability
+        );
+        changed.push_str(&figure(&d.file, &name(&d.file), &caption));
+    }
+    changed.push_str("</div>");
+    page.section("changed", "Decisions that changed", changed);
+    Ok(page.render())
+}

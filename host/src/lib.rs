@@ -14,12 +14,15 @@
 //!    thresholds, bootstrap intervals.
 //! 6. [`export`]: one ONNX graph (backbone + pooling + head + softmax) written
 //!    with tract's protobuf types ([`onnx_graph`]) and verified in tract.
-//! 7. [`train`] runs it all and writes the model, `cv.json` and
-//!    [`report`]; [`evaluate`] scores any model on any labelled folder.
-//!    and [`html_report`] (plots from [`plots`]);
+//! 7. [`train`] runs it all and writes the model, `cv.json`, [`report`]
+//!    and [`html_report`] (plots from [`plots`]); [`evaluate`] scores any
+//!    model on any labelled folder.
 //! 8. [`review`]: a device's export bundle into a review queue, and the
 //!    labelling session that turns queued scans into training data.
-//! 9. [`explain`] draws where a model looked (Grad-CAM overlays).
+//! 9. [`retrain`]: old data plus reviewed scans → a candidate, compared
+//!    with its parent on the same folds and a regression set, promoted
+//!    only if it is not worse.
+//! 10. [`explain`] draws where a model looked (Grad-CAM overlays).
 //!
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
@@ -43,6 +46,7 @@ pub mod onnx_graph;
 pub mod plots;
 pub mod quantize;
 pub mod report;
+pub mod retrain;
 pub mod review;
 pub mod train;
 

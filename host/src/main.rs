@@ -52,6 +52,61 @@ enum Command {
     Import(ImportBundleArgs),
     /// Label queued scans (disputed first); each answer is saved at once.
     Review(ReviewArgs),
+    /// Retrain on old data plus reviewed scans; compare with the base model
+    /// on the same folds and on a regression set; promote only if no
+    /// headline metric is worse beyond the tolerance. Recipe flags default
+    /// to the base model's own recipe. Exit code 1 when refused.
+    Retrain(RetrainArgs),
+}
+
+#[derive(clap::Args)]
+struct RetrainArgs {
+    /// The model in service now (the parent).
+    #[arg(long)]
+    base: PathBuf,
+    /// Output folder: `comparison.{json,md,html}`, and when promoted the
+    /// candidate's models and reports (as `train` writes them).
+    #[arg(long)]
+    out: PathBuf,
+    /// Where a promoted model (`<model id>.onnx`) and its card
+    /// (`<model id>.md`) go [default: the base model's folder].
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// How much worse (0–1) a headline metric may be and still promote
+    /// (0.01 = 1 percentage point).
+    #[arg(long, default_value_t = scanside::retrain::DEFAULT_TOLERANCE)]
+    tolerance: f64,
+    /// A sentence for the new model's list of changes.
+    #[arg(long)]
+    note: Option<String>,
+    /// Print the comparison as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// What building a model takes: the recipe and the int8 step.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Write only the f32 model (skip int8 quantization).
+    #[arg(long)]
+    no_quantize: bool,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
+}
+
+impl BuildArgs {
+    /// Training options writing into `out`.
+    fn options(self, out: &std::path::Path) -> TrainOptions {
+        let quantize = (!self.no_quantize).then(|| self.quant.options());
+        TrainOptions {
+            quantize,
+            ..self.recipe.options(out)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -158,16 +213,11 @@ struct TrainArgs {
     /// Output folder for model.onnx, model-int8.onnx, cv.json, quantization.json and report.md.
     #[arg(long)]
     out: PathBuf,
-    /// Write only the f32 model (skip int8 quantization).
-    #[arg(long)]
-    no_quantize: bool,
     /// Print the cross-validation summary as one JSON object.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    recipe: RecipeArgs,
-    #[command(flatten)]
-    quant: QuantArgs,
+    build: BuildArgs,
 }
 
 /// The training recipe: data, backbone and head options.
@@ -348,7 +398,20 @@ struct ExplainArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Which flags were typed (retrain inherits the others from its base).
+    let given = |flag: &str| {
+        matches.subcommand().is_some_and(|(_, m)| {
+            m.try_get_raw(flag).is_ok_and(|v| v.is_some())
+                && m.value_source(flag) == Some(clap::parser::ValueSource::CommandLine)
+        })
+    };
+    match run(cli, &given) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -357,7 +420,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
     match cli.command {
         Command::ImportBackbone(a) => import_backbone(a),
         Command::Train(a) => train(a),
@@ -380,6 +443,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Review(a) => review(a),
+        Command::Retrain(a) => retrain(a, given),
+    }
+}
+
+fn retrain(a: RetrainArgs, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
+    use scanside_shared::classifier::{manifest_of, parse_onnx};
+    let bytes =
+        std::fs::read(&a.base).with_context(|| format!("{}: cannot read", a.base.display()))?;
+    let parent = manifest_of(&parse_onnx(&bytes, &a.base)?)
+        .with_context(|| format!("{}: not a scanside model", a.base.display()))?;
+    let flags = a.build.options(&a.out);
+    let opts = scanside::retrain::RetrainOptions {
+        train: scanside::retrain::inherit(&parent, &flags, given)?,
+        models_dir: a.models.unwrap_or_else(|| {
+            a.base
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf()
+        }),
+        base: a.base,
+        tolerance: a.tolerance,
+        note: a.note,
+    };
+    let r = scanside::retrain::run(&opts).context("retrain failed")?;
+    let c = &r.comparison;
+    if a.json {
+        println!("{}", serde_json::to_string(c)?);
+    } else {
+        for m in &c.metrics {
+            println!(
+                "{:<20} parent {:>7.2} %   candidate {:>7.2} %{}",
+                m.metric,
+                100.0 * m.parent,
+                100.0 * m.candidate,
+                if m.worse { "   worse" } else { "" }
+            );
+        }
+        println!(
+            "comparison: {}",
+            opts.train.out.join("comparison.html").display()
+        );
+    }
+    match &c.promoted_to {
+        Some(path) => {
+            eprintln!(
+                "promoted: {} written to {} (parent {})",
+                c.candidate_model_id.as_deref().unwrap_or_default(),
+                path.display(),
+                c.parent_model_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("refused: nothing written to {}", opts.models_dir.display());
+            for reason in &c.reasons {
+                eprintln!("  {reason}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -443,8 +565,7 @@ impl RecipeArgs {
 }
 
 fn train(a: TrainArgs) -> Result<ExitCode> {
-    let mut opts = a.recipe.options(&a.out);
-    opts.quantize = (!a.no_quantize).then(|| a.quant.options());
+    let opts = a.build.options(&a.out);
     let outcome = train::run(&opts).context("training failed")?;
     let s = &outcome.summary;
     if a.json {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use scanside_shared::manifest::{BackboneInfo, MANIFEST_FORMAT_VERSION, ModelManifest};
+use scanside_shared::manifest::{BackboneInfo, Lineage, MANIFEST_FORMAT_VERSION, ModelManifest};
 use scanside_shared::preprocess::ContentCrop;
 
 use crate::backbone::{Backbone, write_atomically};
@@ -472,8 +472,37 @@ pub struct FoldHead {
 /// One fold's fit: repeat, fold, best epoch, test items, their probabilities, head.
 type FoldFit = (usize, usize, usize, Vec<usize>, Vec<f32>, TrainedHead);
 
+/// The fold of every item in every repeat, for the recipe in `opts`
+/// (stratified, duplicate-grouped; seeded by the head's seed).
+pub fn fold_assignment(prep: &Prepared, opts: &TrainOptions) -> Vec<Vec<usize>> {
+    (0..opts.repeats)
+        .map(|r| {
+            cv::assign_folds(
+                &prep.labels,
+                &prep.groups.of_item,
+                opts.folds,
+                opts.head.seed + 1000 * r as u64,
+            )
+        })
+        .collect()
+}
+
 /// Cross-validate the head recipe in `opts` on prepared features.
 pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> {
+    cross_validate_on(prep, opts, &fold_assignment(prep, opts), None)
+}
+
+/// Cross-validate on given folds (`fold_of[repeat][item]`, one entry per
+/// repeat in `opts`). With `trainable`, only items marked `true` are
+/// trained on; every item of a held-out fold is still scored. This is how
+/// `retrain` scores the parent's recipe, trained on the old data only, on
+/// exactly the candidate's folds.
+pub fn cross_validate_on(
+    prep: &Prepared,
+    opts: &TrainOptions,
+    fold_of: &[Vec<usize>],
+    trainable: Option<&[bool]>,
+) -> Result<CvResult> {
     let pooled = prep.pooled(&opts.head);
     let labels = &prep.labels;
     let group = &prep.groups.of_item;
@@ -482,13 +511,12 @@ pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> 
     let jobs: Vec<(usize, usize)> = (0..opts.repeats)
         .flat_map(|r| (0..opts.folds).map(move |f| (r, f)))
         .collect();
-    let fold_of: Vec<Vec<usize>> = (0..opts.repeats)
-        .map(|r| cv::assign_folds(labels, group, opts.folds, opts.head.seed + 1000 * r as u64))
-        .collect();
     let fits: Vec<FoldFit> = jobs
         .par_iter()
         .map(|&(r, f)| {
-            let train: Vec<usize> = (0..n).filter(|&i| fold_of[r][i] != f).collect();
+            let train: Vec<usize> = (0..n)
+                .filter(|&i| fold_of[r][i] != f && trainable.is_none_or(|t| t[i]))
+                .collect();
             let test: Vec<usize> = (0..n).filter(|&i| fold_of[r][i] == f).collect();
             let cfg = HeadConfig {
                 seed: opts.head.seed + (r * opts.folds + f) as u64,
@@ -573,7 +601,18 @@ fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitte
     let prep = prepare_timed(opts, watch)?;
     let cv = cross_validate(&prep, opts)?;
     watch.lap("cross-validation");
+    export_verified(prep, cv, opts, None, watch)
+}
 
+/// Fit the final head on everything, build the model (with `lineage` for a
+/// retrained one), export and verify it.
+fn export_verified(
+    prep: Prepared,
+    cv: CvResult,
+    opts: &TrainOptions,
+    lineage: Option<Lineage>,
+    watch: &mut Stopwatch,
+) -> Result<Fitted> {
     let Prepared {
         backbone,
         dataset,
@@ -601,11 +640,17 @@ fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitte
         "folds": opts.folds,
         "repeats": opts.repeats,
     });
+    // The parent is part of a model's identity: the same data and recipe
+    // reached from another parent is another version.
     let id_source = format!(
-        "{data_sha}|{}|{}|{}",
+        "{data_sha}|{}|{}|{}{}",
         backbone.manifest.weights_sha256,
         serde_json::to_string(&head.layers).expect("serialises"),
-        head_json
+        head_json,
+        lineage.as_ref().map_or(String::new(), |l| format!(
+            "|{}",
+            serde_json::to_string(l).expect("serialises")
+        ))
     );
     let manifest = ModelManifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -627,6 +672,7 @@ fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitte
         },
         head: head_json,
         cv_metrics: headline(&cv.summary),
+        lineage,
         // Keep the backbone's own record (its source hash) in the model.
         extra: [(
             crate::backbone::MANIFEST_KEY.to_string(),
@@ -723,6 +769,30 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let opts = &chosen;
     let fitted = fit_export_verify(opts, &mut watch)?;
+    write_outputs(fitted, opts, watch, sizes)
+}
+
+/// Finish a retrain whose cross-validation is done: final fit with the
+/// model's `lineage`, export, verify, quantize, and write everything
+/// `train` writes into `opts.out`.
+pub fn run_prepared(
+    prep: Prepared,
+    cv: CvResult,
+    opts: &TrainOptions,
+    lineage: Lineage,
+) -> Result<TrainOutcome> {
+    let mut watch = Stopwatch::new();
+    let fitted = export_verified(prep, cv, opts, Some(lineage), &mut watch)?;
+    write_outputs(fitted, opts, watch, Vec::new())
+}
+
+/// Write the model, int8 model, summaries and reports of a fitted run.
+fn write_outputs(
+    fitted: Fitted,
+    opts: &TrainOptions,
+    mut watch: Stopwatch,
+    sizes: Vec<SizeResult>,
+) -> Result<TrainOutcome> {
     let model_path = opts.out.join(F32_MODEL_FILE);
     write_atomically(&model_path, &fitted.bytes)?;
 

@@ -509,6 +509,102 @@ fn train_classify_and_evaluate_end_to_end() {
         assert_eq!(png.dimensions(), (64, 64 + 40));
     }
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+
+    check_retrain(dir.path(), &data, &model, &backbone, &cache);
+}
+
+/// `scanside retrain` on the model `train` wrote: recipe flags not given
+/// come from the base (only the one given shows as a change); a refused
+/// candidate exits 1 and writes no model; an accepted one lands in the
+/// models folder with its parent in its lineage.
+fn check_retrain(dir: &Path, data: &Path, base: &Path, backbone: &Path, cache: &Path) {
+    let models = dir.join("promoted");
+    let base_id = scanside_shared::classifier::manifest_of(
+        &scanside_shared::classifier::parse_onnx(&std::fs::read(base).unwrap(), base).unwrap(),
+    )
+    .unwrap()
+    .model_id;
+    let retrain = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "retrain",
+            "--base",
+            s(base),
+            "--data",
+            s(data),
+            "--out",
+            s(&out),
+            "--models",
+            s(&models),
+            "--backbone",
+            s(backbone),
+            "--cache",
+            s(cache),
+            "--max-accuracy-drop",
+            "0.1",
+            "--json",
+            "--quiet",
+        ];
+        args.extend(extra);
+        let o = scanside(&args);
+        let c: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o.stderr)));
+        (o, c, out)
+    };
+    let (o, c, out) = retrain("worse", &["--learning-rate", "1e-9", "--tolerance", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("refused"), "{}", text(&o.stderr));
+    assert_eq!(c["promoted"], false);
+    assert!(!c["reasons"].as_array().unwrap().is_empty());
+    let changes: Vec<&str> = c["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Size 64, hidden 32, 3 folds … all inherited: only the flag given differs.
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        changes[0].starts_with("data: 24 → 24 images"),
+        "{changes:?}"
+    );
+    assert_eq!(changes[1], "head learning_rate: 0.001 → 1e-9");
+    assert_eq!(c["folds"], 3);
+    assert!(
+        !models.exists(),
+        "a refused retrain wrote the models folder"
+    );
+    assert!(!out.join("model.onnx").exists());
+    check_report(
+        &out.join("comparison.html"),
+        &scanside::html_report::COMPARISON_SECTIONS,
+        0,
+    );
+
+    // The base's own recipe on the same data, any result accepted.
+    let (o, c, out) = retrain("same", &["--tolerance", "1", "--note", "re-run"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = c["candidate_model_id"].as_str().unwrap();
+    let promoted = models.join(format!("{id}.onnx"));
+    assert_eq!(
+        std::fs::read(&promoted).unwrap(),
+        std::fs::read(out.join("model-int8.onnx")).unwrap(),
+        "the int8 model is the one promoted"
+    );
+    assert!(models.join(format!("{id}.md")).is_file());
+    let m = scanside_shared::classifier::manifest_of(
+        &scanside_shared::classifier::parse_onnx(&std::fs::read(&promoted).unwrap(), &promoted)
+            .unwrap(),
+    )
+    .unwrap();
+    let lineage = m.lineage.expect("a retrained model has a lineage");
+    assert_eq!(lineage.chain, [base_id]);
+    assert!(lineage.changes.contains(&"note: re-run".to_string()));
+    check_report(
+        &out.join("report.html"),
+        &scanside::html_report::TRAINING_SECTIONS,
+        5,
+    );
 }
 
 /// The int8 model `train` wrote: operators tract runs right, its check,

@@ -128,6 +128,14 @@ pub enum AuditEvent {
         /// The decision that was disputed.
         decision: Decision,
     },
+    /// The running appliance took in another model (after `scanside-device
+    /// model install` or `rollback`): every later decision is this model's.
+    ModelChanged {
+        /// The model in use until now.
+        previous: ModelRef,
+        /// The model in use from now on.
+        current: ModelRef,
+    },
 }
 
 /// One audit record.

@@ -30,6 +30,33 @@ pub struct BackboneInfo {
     pub cut_at: String,
 }
 
+/// Where a retrained model came from (`scanside retrain`): its parent,
+/// the chain of models before it, and what changed. A model trained from
+/// scratch has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Model ids from the first model of the chain to the parent, in order.
+    pub chain: Vec<String>,
+    /// SHA-256 of the parent model file.
+    pub parent_sha256: String,
+    /// The parent's training-data hash (this model's own is in
+    /// [`ModelManifest::training_data_sha256`]).
+    pub parent_training_data_sha256: String,
+    /// What changed against the parent, one sentence each.
+    pub changes: Vec<String>,
+    /// SHA-256 of every device scan labelled in review that this model was
+    /// trained on, over the whole chain: the next retrain's regression set
+    /// is the reviewed scans *not* listed here.
+    pub reviewed_images: Vec<String>,
+}
+
+impl Lineage {
+    /// The parent's model id.
+    pub fn parent_model_id(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+}
+
 /// Everything a scanside model carries about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelManifest {
@@ -57,6 +84,8 @@ pub struct ModelManifest {
     pub head: serde_json::Value,
     /// Cross-validated metrics of the recipe that produced this model.
     pub cv_metrics: serde_json::Value,
+    /// Parent and changes, for a retrained model.
+    pub lineage: Option<Lineage>,
     /// Other `scanside.*` keys (e.g. a quantization recipe), kept verbatim.
     pub extra: BTreeMap<String, String>,
 }
@@ -73,8 +102,9 @@ const K_DATA: &str = "scanside.training_data_sha256";
 const K_BACKBONE: &str = "scanside.backbone";
 const K_HEAD: &str = "scanside.head";
 const K_CV: &str = "scanside.cv_metrics";
+const K_LINEAGE: &str = "scanside.lineage";
 
-const KNOWN_KEYS: [&str; 12] = [
+const KNOWN_KEYS: [&str; 13] = [
     K_FORMAT,
     K_MODEL_ID,
     K_VERSION,
@@ -87,6 +117,7 @@ const KNOWN_KEYS: [&str; 12] = [
     K_BACKBONE,
     K_HEAD,
     K_CV,
+    K_LINEAGE,
 ];
 
 impl ModelManifest {
@@ -126,6 +157,9 @@ impl ModelManifest {
             (K_HEAD.to_string(), json(&self.head)),
             (K_CV.to_string(), json(&self.cv_metrics)),
         ];
+        if let Some(lineage) = &self.lineage {
+            props.push((K_LINEAGE.to_string(), json(lineage)));
+        }
         props.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         props
     }
@@ -176,6 +210,10 @@ impl ModelManifest {
             backbone: parse(K_BACKBONE, get(K_BACKBONE)?)?,
             head: parse(K_HEAD, get(K_HEAD)?)?,
             cv_metrics: parse(K_CV, get(K_CV)?)?,
+            lineage: map
+                .get(K_LINEAGE)
+                .map(|v| parse(K_LINEAGE, v))
+                .transpose()?,
             extra: map
                 .iter()
                 .filter(|(k, _)| !KNOWN_KEYS.contains(k))
@@ -225,6 +263,7 @@ pub(crate) mod tests {
             },
             head: serde_json::json!({"hidden": [256]}),
             cv_metrics: serde_json::json!({"accuracy": 0.9}),
+            lineage: None,
             extra: BTreeMap::from([("scanside.quantization".into(), "{}".into())]),
         }
     }
@@ -236,6 +275,39 @@ pub(crate) mod tests {
         let back =
             ModelManifest::from_props(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn lineage_round_trips_and_is_optional() {
+        let mut m = sample();
+        m.lineage = Some(Lineage {
+            chain: vec!["scanside-root".into(), "scanside-parent".into()],
+            parent_sha256: "ef".repeat(32),
+            parent_training_data_sha256: "12".repeat(32),
+            changes: vec!["data: +3 reviewed scans".into()],
+            reviewed_images: vec!["34".repeat(32)],
+        });
+        let props = m.to_props();
+        assert!(props.iter().any(|(k, _)| k == K_LINEAGE));
+        let back =
+            ModelManifest::from_props(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.lineage.unwrap().parent_model_id(), "scanside-parent");
+        // A model without the key (trained from scratch, or older) has none.
+        assert!(!sample().to_props().iter().any(|(k, _)| k == K_LINEAGE));
+        let bad: Vec<_> = props
+            .into_iter()
+            .map(|(k, v)| {
+                if k == K_LINEAGE {
+                    (k, "[1]".into())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let e = ModelManifest::from_props(bad.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_err();
+        assert!(e.to_string().contains(K_LINEAGE), "{e}");
     }
 
     #[test]

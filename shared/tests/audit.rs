@@ -192,3 +192,33 @@ fn the_dispute_record_is_frozen_and_round_trips() {
     );
     assert_eq!(log.records, [classified(), disputed(), received()]);
 }
+
+fn model_changed() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_002_000,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::ModelChanged {
+            previous: ModelRef {
+                id: "scanside-a".into(),
+                sha256: [0x44; 32],
+            },
+            current: ModelRef {
+                id: "scanside-b".into(),
+                sha256: [0x55; 32],
+            },
+        },
+    }
+}
+
+/// The model-change record, appended after the dispute: earlier records
+/// keep their bytes.
+const GOLDEN_MODEL_CHANGED: &str = "6901d0cbd9f29e3405302e312e30040a7363616e736964652d6144444444444444444444444444444444444444444444444444444444444444440a7363616e736964652d625555555555555555555555555555555555555555555555555555555555555555c60f3b8300";
+
+#[test]
+fn the_model_change_record_is_frozen_and_round_trips() {
+    let frame = encode_frame(&model_changed());
+    assert_eq!(hex::encode(&frame), GOLDEN_MODEL_CHANGED);
+    let log = parse_log(&[encode_frame(&disputed()), frame].concat());
+    assert_eq!(log.records, [disputed(), model_changed()]);
+}

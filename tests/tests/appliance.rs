@@ -119,6 +119,7 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
             AuditEvent::Error { kind, .. } => format!("{kind:?}"),
             AuditEvent::Received { .. } => "Received".into(),
             AuditEvent::Disputed { .. } => "Disputed".into(),
+            AuditEvent::ModelChanged { .. } => "ModelChanged".into(),
         })
         .collect();
     assert_eq!(
