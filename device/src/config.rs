@@ -257,6 +257,12 @@ pub struct DeviceConfig {
 impl DeviceConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
+        if let Some(reason) = crate::access::writable_by_others(path) {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                reason: format!("refused: {reason}"),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(&text, path)
     }
@@ -372,6 +378,22 @@ red = 23
         DeviceConfig::parse(text, Path::new("device.toml"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_config_others_can_write_is_refused_by_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        DeviceConfig::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = DeviceConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("device.toml") && e.contains("everyone") && e.contains("chmod go-w"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -486,6 +486,16 @@ fn store_object(
             sha256(b""),
         );
     };
+    // The parser allocates declared lengths before reading them: refuse
+    // any that run past the end of what arrived.
+    let encoding = scanside_shared::dicom_lengths::Encoding::of_transfer_syntax(ts_uid);
+    if let Err(reason) = scanside_shared::dicom_lengths::check_data_set(bytes, encoding) {
+        return refuse(
+            status::CANNOT_UNDERSTAND,
+            format!("unreadable data set: {reason}"),
+            sha256(b""),
+        );
+    }
     let object = match InMemDicomObject::<StandardDataDictionary>::read_dataset_with_ts(bytes, ts) {
         Ok(o) => o,
         Err(e) => {

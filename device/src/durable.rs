@@ -4,10 +4,12 @@
 //! other writer uses (`.<name>.<pid>-<n>.part`, created with `create_new`),
 //! are fsynced, renamed into place, and the folder is fsynced: after a
 //! power cut the folder holds either no file or the whole file, never a
-//! torn one. The inbox ignores `.part` files, and start-up removes stale
+//! torn one. Files are created mode 0644 whatever the umask (the service
+//! refuses a model its group could change). The inbox ignores `.part` files, and start-up removes stale
 //! ones ([`remove_stale_parts`]).
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,6 +27,7 @@ pub fn write_atomically(dir: &Path, name: &str, parts: &[&[u8]]) -> std::io::Res
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o644)
             .open(&temp)?;
         for part in parts {
             file.write_all(part)?;

@@ -22,11 +22,13 @@
 //!   [`archive`]: the optional, size-capped copy of every classified scan
 //!   (with its Grad-CAM overlay); [`durable`]: the crash-safe file writes
 //!   both use; [`export`]: the bundle of records and archived scans for the
-//!   host; [`model_store`]: installing a new model and rolling back.
+//!   host; [`model_store`]: installing a new model and rolling back;
+//!   [`access`]: the permission checks on the configuration and the model.
 //!
 //! This crate depends only on `scanside-shared` (`host → shared ← device`).
 //! scanside is research software, not a medical device.
 
+pub mod access;
 pub mod appliance;
 pub mod archive;
 pub mod boards;

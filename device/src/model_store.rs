@@ -20,6 +20,7 @@
 //! A configuration that pins `model_sha256` runs only that file: install
 //! refuses, so a pinned box never silently changes model.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use scanside_shared::classifier::{manifest_of, parse_onnx};
@@ -160,7 +161,13 @@ impl ModelStore {
             .map_err(|e| Error::Model(format!("{}: refused: {e}", candidate.display())))?;
         let model_id = checked.manifest().model_id.clone();
         drop(checked);
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        // Created 0755: the service refuses a model in a folder others can write.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        self.remove_leftovers();
         let current = match self.target(&self.link) {
             Some(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()),
             None if self.link.is_file() => {
@@ -209,6 +216,21 @@ impl ModelStore {
         self.point(&previous_link, &name(&current))?;
         self.point(&self.link, &name(&previous))?;
         self.status()
+    }
+
+    /// Remove what an interrupted install left: partial model files and
+    /// link candidates (best effort).
+    fn remove_leftovers(&self) {
+        crate::durable::remove_stale_parts(&self.dir, |n| n.ends_with(INSTALLED_SUFFIX));
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".link.") && name.ends_with(".part") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Remove installed files neither link names (best effort).

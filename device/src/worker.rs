@@ -91,7 +91,8 @@ fn loaded_model(c: &Classifier) -> LoadedModel {
 }
 
 /// Load a model and check it: SHA-256 against `expected` (if given), then
-/// one warm-up inference. Uses every core for each inference. With
+/// one warm-up inference whose probability must be a number in [0, 1].
+/// Uses every core for each inference. With
 /// `explaining`, the classifier can also draw Grad-CAM maps (the model
 /// must have a scanside dense head).
 pub fn load_model(path: &Path, expected: Option<&str>, explaining: bool) -> Result<Classifier> {
@@ -117,13 +118,32 @@ pub fn load_model(path: &Path, expected: Option<&str>, explaining: bool) -> Resu
         shape: spec.input_shape(1),
         data: vec![0.0; spec.input_shape(1).iter().product()],
     };
-    classifier.positive_probability(&zeros)?;
+    let p = classifier.positive_probability(&zeros)?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::Model(format!(
+            "{}: the test inference gave a probability of {p}, not one in [0, 1]",
+            path.display()
+        )));
+    }
     Ok(classifier)
+}
+
+/// [`load_model`] for the model the appliance serves: first refuse it if
+/// anyone but its owner could change it ([`crate::access`]).
+pub fn load_served_model(
+    path: &Path,
+    expected: Option<&str>,
+    explaining: bool,
+) -> Result<Classifier> {
+    if let Some(reason) = crate::access::check_model(path) {
+        return Err(Error::Model(format!("refused: {reason}")));
+    }
+    load_model(path, expected, explaining)
 }
 
 impl Worker {
     /// Start the thread and wait until it has loaded and verified the
-    /// model at `path` (see [`load_model`]). With `archive`, every
+    /// model at `path` (see [`load_served_model`]). With `archive`, every
     /// classified scan is also kept there (see [`crate::archive`]).
     pub fn start(
         path: &Path,
@@ -140,7 +160,8 @@ impl Worker {
             .name("classifier".into())
             .spawn(move || {
                 let mut identity = file_identity(&path);
-                let mut classifier = match load_model(&path, expected.as_deref(), explaining) {
+                let mut classifier = match load_served_model(&path, expected.as_deref(), explaining)
+                {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(loaded_model(&c)));
                         c
@@ -160,7 +181,8 @@ impl Worker {
                     // A missing file is a swap in progress: keep the model.
                     if now.is_some() && now != identity {
                         identity = now;
-                        let event = match load_model(&path, expected.as_deref(), explaining) {
+                        let event = match load_served_model(&path, expected.as_deref(), explaining)
+                        {
                             Ok(c) => {
                                 classifier = c;
                                 WorkerPoll::ModelChanged(Box::new(loaded_model(&classifier)))

@@ -189,3 +189,73 @@ fn the_first_install_adopts_a_plain_model_file_as_the_previous_model() {
     assert!(device(&cfg, &["rollback"]).status.success());
     assert_eq!(status(&cfg), (shipped_sha, sha12(&a)));
 }
+
+/// Interrupt `model install` with SIGKILL at pseudo-random moments, 100
+/// times, alternating between two models: after every kill the link names
+/// one of the two, whole (its SHA-256 is one of theirs), and every tenth
+/// time the firmware's own loader accepts it, as start-up would.
+#[test]
+fn a_killed_install_leaves_the_old_model_or_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("models/current.onnx");
+    let cfg = config(dir.path(), &link, "");
+    let (a, b) = (variant(dir.path(), 1), variant(dir.path(), 2));
+    let shas = [sha12(&a), sha12(&b)];
+    assert!(
+        device(&cfg, &["install", a.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut state = 0x2545_f491_u64;
+    let (mut completed, mut interrupted) = (0, 0);
+    for kill in 0..100 {
+        let file = if kill % 2 == 0 { &b } else { &a };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scanside-device"))
+            .args(["model", "install"])
+            .arg(file)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::thread::sleep(std::time::Duration::from_millis(state % 1500));
+        match child.try_wait().unwrap() {
+            Some(_) => completed += 1,
+            None => {
+                child.kill().unwrap();
+                interrupted += 1;
+            }
+        }
+        child.wait().unwrap();
+        let current = sha12(&link);
+        assert!(
+            shas.contains(&current),
+            "kill {kill}: the link names {current}"
+        );
+        if kill % 10 == 0 {
+            scanside_device::worker::load_model(&link, None, false)
+                .unwrap_or_else(|e| panic!("kill {kill}: {e}"));
+        }
+    }
+    assert!(
+        interrupted >= 30,
+        "only {interrupted} installs were interrupted"
+    );
+    // A clean install afterwards tidies up whatever the kills left.
+    assert!(
+        device(&cfg, &["install", b.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir.path().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 4, "{left:?} ({completed} installs completed)");
+    assert!(left.iter().all(|n| !n.ends_with(".part")), "{left:?}");
+}

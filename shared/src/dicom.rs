@@ -195,6 +195,7 @@ pub fn decode_dicom(
             "not a DICOM file (no \"DICM\" marker after the 128-byte preamble)".into(),
         ));
     }
+    crate::dicom_lengths::check_declared_lengths(bytes).map_err(decode_err)?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(Cursor::new(bytes))

@@ -7,7 +7,9 @@
 //!   tensor. Host and device call the same function and get bit-identical
 //!   tensors for the same file.
 //! - [`dicom`]: DICOM MR files, windowed to the 8-bit picture the model was
-//!   trained on (the first step of [`preprocess`] for `.dcm` files).
+//!   trained on (the first step of [`preprocess`] for `.dcm` files);
+//!   [`dicom_lengths`] first refuses a file whose declared element lengths
+//!   run past its end.
 //! - [`manifest`]: the model manifest, the facts a model carries in its ONNX
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
@@ -29,6 +31,7 @@ pub mod audit;
 pub mod bundle;
 pub mod classifier;
 pub mod dicom;
+pub mod dicom_lengths;
 pub mod error;
 pub mod explain;
 pub mod manifest;

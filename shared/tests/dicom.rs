@@ -223,3 +223,43 @@ fn the_shared_path_reads_dicom_by_content_and_by_name() {
         .to_string();
     assert!(err.contains("scan 1.dcm") && err.contains("DICM"), "{err}");
 }
+
+/// From fuzzing (`fuzz/fuzz_targets/preprocess.rs`): an element whose
+/// declared length (2.9 GB, 4 GB, 1 MB) runs past the end of the file.
+/// The DICOM parser would allocate and zero-fill it before reading (4 GB
+/// resident for a file of a few hundred bytes); `dicom_lengths` refuses it
+/// first, naming the element.
+#[test]
+fn a_value_length_beyond_the_end_of_the_file_is_an_error() {
+    let meta = dicom_object::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.4")
+        .media_storage_sop_instance_uid("1.2.3.4")
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .build()
+        .unwrap();
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    // (0008,0060) Modality CS "MR", explicit VR little endian.
+    bytes.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'M', b'R']);
+    for length in [0xAD4C_0000u32, 0xFFFF_FFF0, 1 << 20] {
+        let mut file = bytes.clone();
+        // (7FE0,0010) Pixel Data OB, the declared length, then 16 bytes.
+        file.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+        file.extend_from_slice(&length.to_le_bytes());
+        file.extend_from_slice(&[7u8; 16]);
+        let err = decode_dicom(
+            &file,
+            Path::new("claims too much.dcm"),
+            &DecodeLimits::default(),
+            FrameChoice::Middle,
+        )
+        .expect_err("a value longer than the file");
+        let msg = err.to_string();
+        assert!(msg.contains("claims too much.dcm"), "{msg}");
+        assert!(
+            msg.contains("(7FE0,0010)") && msg.contains(&length.to_string()),
+            "{msg}"
+        );
+    }
+}

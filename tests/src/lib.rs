@@ -1,6 +1,8 @@
 //! End-to-end tests across crates live in `tests/tests/`; this library holds
 //! the helpers they share.
 
+pub mod corpus;
+
 use std::path::{Path, PathBuf};
 
 /// The workspace root.
@@ -49,4 +51,44 @@ pub fn img2dcm(jpeg: &Path, out: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&o.stderr).trim()
         ))
     }
+}
+
+/// The appliance on the simulated board (default polarity, a real clock),
+/// with its button's handle and its LED log: how the end-to-end tests run
+/// the box in process.
+pub fn sim_appliance(
+    config: &scanside_device::config::DeviceConfig,
+) -> (
+    SimAppliance,
+    scanside_device::sim::ButtonHandle,
+    scanside_device::sim::LedLog,
+) {
+    let (button, handle) = scanside_device::sim::SimButton::new();
+    let leds = scanside_device::sim::LedLog::new(false);
+    let app = scanside_device::appliance::Appliance::start(
+        config,
+        button,
+        leds.leds(),
+        scanside_device::clock::MonotonicClock::new(),
+        scanside_device::panel::Polarity::default(),
+    )
+    .expect("the appliance starts");
+    (app, handle, leds)
+}
+
+/// The appliance type [`sim_appliance`] gives.
+pub type SimAppliance = scanside_device::appliance::Appliance<
+    scanside_device::sim::SimButton,
+    scanside_device::sim::SimLed,
+    scanside_device::clock::MonotonicClock,
+>;
+
+/// The event of the last record in an audit log.
+pub fn last_event(log: &Path) -> scanside_shared::audit::AuditEvent {
+    scanside_shared::audit::read_log(log)
+        .expect("the audit log reads")
+        .records
+        .pop()
+        .expect("a record")
+        .event
 }

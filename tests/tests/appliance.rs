@@ -5,17 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use scanside_device::appliance::Appliance;
-use scanside_device::clock::MonotonicClock;
 use scanside_device::config::DeviceConfig;
 use scanside_device::controller::State;
-use scanside_device::panel::Polarity;
-use scanside_device::sim::{ButtonHandle, LedLog, SimButton, SimLed};
+use scanside_device::sim::{ButtonHandle, LedLog, SimButton};
 use scanside_e2e::{team_data, workspace};
 use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
-type SimAppliance = Appliance<SimButton, SimLed, MonotonicClock>;
+use scanside_e2e::SimAppliance;
 
 fn config(dir: &Path, sha: Option<&str>) -> DeviceConfig {
     config_with(dir, sha, "")
@@ -36,17 +33,7 @@ fn config_with(dir: &Path, sha: Option<&str>, extra: &str) -> DeviceConfig {
 
 /// The appliance on the simulated board, its button and its LEDs.
 fn start(cfg: &DeviceConfig) -> (SimAppliance, ButtonHandle, LedLog) {
-    let (button, handle) = SimButton::new();
-    let leds = LedLog::new(false);
-    let app = Appliance::start(
-        cfg,
-        button,
-        leds.leds(),
-        MonotonicClock::new(),
-        Polarity::default(),
-    )
-    .unwrap();
-    (app, handle, leds)
+    scanside_e2e::sim_appliance(cfg)
 }
 
 /// Press briefly, then run the loop until the press is over and

@@ -11,19 +11,14 @@ use std::time::{Duration, Instant};
 
 use scanside::retrain::{RetrainOptions, inherit};
 use scanside::train::TrainOptions;
-use scanside_device::appliance::Appliance;
-use scanside_device::clock::MonotonicClock;
 use scanside_device::config::DeviceConfig;
 use scanside_device::controller::State;
 use scanside_device::model_store::ModelStore;
-use scanside_device::panel::Polarity;
-use scanside_device::sim::{ButtonHandle, LedLog, SimButton, SimLed};
-use scanside_e2e::{team_data, workspace};
+use scanside_device::sim::{ButtonHandle, SimButton};
+use scanside_e2e::{SimAppliance, sim_appliance, team_data, workspace};
 use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::{manifest_of, parse_onnx};
 use scanside_shared::manifest::ModelManifest;
-
-type SimAppliance = Appliance<SimButton, SimLed, MonotonicClock>;
 
 /// Training images per class.
 const PER_CLASS: usize = 20;
@@ -165,17 +160,8 @@ fn classify_dispute_export_review_retrain_install_and_roll_back() {
     assert_eq!(status.current.unwrap().model_id, base_id);
     assert!(status.previous.is_none());
 
-    let (button, handle) = SimButton::new();
+    let (mut app, handle, _leds) = sim_appliance(&cfg);
     let (disagree, disagree_handle) = SimButton::new();
-    let leds = LedLog::new(false);
-    let mut app = Appliance::start(
-        &cfg,
-        button,
-        leds.leds(),
-        MonotonicClock::new(),
-        Polarity::default(),
-    )
-    .unwrap();
     app.add_disagree_button(disagree);
     assert_eq!(app.fault(), None);
 
