@@ -375,10 +375,16 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
     }
 
     // 1. Regression set and old data.
-    let reviewed: BTreeSet<String> = review::queue(&cand.data.root)?
-        .into_iter()
+    let queue = review::queue(&cand.data.root)?;
+    let reviewed: BTreeSet<String> = queue
+        .iter()
         .filter(|(_, q)| q.label.is_some())
-        .map(|(_, q)| q.content_sha256)
+        .map(|(_, q)| q.content_sha256.clone())
+        .collect();
+    let disputed: BTreeSet<&str> = queue
+        .iter()
+        .filter(|(_, q)| q.disputed)
+        .map(|(_, q)| q.content_sha256.as_str())
         .collect();
     let parent_reviewed: BTreeSet<String> = parent
         .lineage
@@ -493,12 +499,6 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
     changes.extend(recipe_changes(&parent_opts, cand));
     changes.extend(opts.note.iter().map(|n| format!("note: {n}")));
 
-    let reviewed_items = review::queue(&cand.data.root)?;
-    let disputed: BTreeSet<&str> = reviewed_items
-        .iter()
-        .filter(|(_, q)| q.disputed)
-        .map(|(_, q)| q.content_sha256.as_str())
-        .collect();
     let regression_rows: Vec<RegressionScan> = regression
         .iter()
         .zip(&base_p)
