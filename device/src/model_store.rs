@@ -27,7 +27,7 @@ use scanside_shared::classifier::{manifest_of, parse_onnx};
 use scanside_shared::sha256_hex;
 
 use crate::durable::write_atomically;
-use crate::worker::load_model;
+use crate::worker::{load_model, load_model_bytes};
 use crate::{Error, Result};
 
 /// Suffix of model files the store manages (and may remove).
@@ -156,8 +156,9 @@ impl ModelStore {
             )));
         }
         let bytes = std::fs::read(candidate).map_err(|e| Error::io(candidate, e))?;
-        // The same checks the appliance makes before it serves a model.
-        let checked = load_model(candidate, None, false)
+        // The same checks the appliance makes before it serves a model, on
+        // exactly the bytes that are stored.
+        let checked = load_model_bytes(&bytes, candidate, None, false)
             .map_err(|e| Error::Model(format!("{}: refused: {e}", candidate.display())))?;
         let model_id = checked.manifest().model_id.clone();
         drop(checked);

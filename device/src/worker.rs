@@ -97,7 +97,18 @@ fn loaded_model(c: &Classifier) -> LoadedModel {
 /// must have a scanside dense head).
 pub fn load_model(path: &Path, expected: Option<&str>, explaining: bool) -> Result<Classifier> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let actual = sha256_hex(&bytes);
+    load_model_bytes(&bytes, path, expected, explaining)
+}
+
+/// [`load_model`] on bytes already read (`path` names them in errors), so
+/// a caller can check exactly the bytes it then stores.
+pub fn load_model_bytes(
+    bytes: &[u8],
+    path: &Path,
+    expected: Option<&str>,
+    explaining: bool,
+) -> Result<Classifier> {
+    let actual = sha256_hex(bytes);
     if let Some(want) = expected
         && !want.eq_ignore_ascii_case(&actual)
     {
@@ -108,9 +119,9 @@ pub fn load_model(path: &Path, expected: Option<&str>, explaining: bool) -> Resu
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let classifier = if explaining {
-        Classifier::from_bytes_explaining(&bytes, path)?
+        Classifier::from_bytes_explaining(bytes, path)?
     } else {
-        Classifier::from_bytes(&bytes, path)?
+        Classifier::from_bytes(bytes, path)?
     }
     .with_threads(cores);
     let spec = &classifier.manifest().preprocessing;

@@ -67,19 +67,9 @@ fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// PNG chunks carry a CRC-32 (ISO-HDLC), the audit log's too.
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(bytes)
 }
 
 /// A baseline JPEG's start-of-frame patched to declare `width × height`.
