@@ -2,9 +2,9 @@
 //! features (no export): the table "Choosing the head" in the README.
 //!
 //! ```sh
-//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--backbone F]
+//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--backbone F] [--only TEXT]
 //! ```
-use scanside::features::Pooling;
+use scanside::features::{FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::train::{TrainOptions, cross_validate, prepare};
 
@@ -26,12 +26,19 @@ fn main() {
     opts.augmented_views = value("--views").map_or(2, |v| v.parse().expect("--views N"));
     let prep = prepare(&opts).expect("features");
     let d = HeadConfig::default();
+    // The single-network recipe the log1p ensemble replaced.
+    let single = HeadConfig {
+        transform: FeatureTransform::None,
+        ensemble: 1,
+        dropout: 0.5,
+        ..d.clone()
+    };
     let fast = |hidden: Vec<usize>, pooling| HeadConfig {
         hidden,
         pooling,
         learning_rate: 1e-3,
         batch_size: 64,
-        ..d.clone()
+        ..single.clone()
     };
     let recipes = [
         (
@@ -42,11 +49,11 @@ fn main() {
                 learning_rate: 1e-4,
                 batch_size: 32,
                 patience: 15,
-                ..d.clone()
+                ..single.clone()
             },
         ),
         ("256 avg", fast(vec![256], Pooling::Avg)),
-        ("256 avg+max (default)", d.clone()),
+        ("256 avg+max", single.clone()),
         ("256 max", fast(vec![256], Pooling::Max)),
         (
             "512-256 lr3e-4 avg+max",
@@ -64,8 +71,48 @@ fn main() {
             },
         ),
         ("linear avg+max", fast(vec![], Pooling::AvgMax)),
+        (
+            "256 avg+max log1p",
+            HeadConfig {
+                transform: FeatureTransform::Log1p,
+                ..single.clone()
+            },
+        ),
+        (
+            "256 avg+max x5",
+            HeadConfig {
+                ensemble: 5,
+                ..single.clone()
+            },
+        ),
+        (
+            "256 avg+max log1p x5",
+            HeadConfig {
+                dropout: 0.5,
+                ..d.clone()
+            },
+        ),
+        ("256 avg+max log1p x5 dropout0.7 (default)", d.clone()),
+        (
+            "128 avg+max log1p x5 dropout0.7",
+            HeadConfig {
+                hidden: vec![128],
+                ..d.clone()
+            },
+        ),
+        (
+            "linear avg+max log1p x5",
+            HeadConfig {
+                hidden: vec![],
+                ..d.clone()
+            },
+        ),
     ];
+    let only = value("--only");
     for (name, head) in recipes {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         let t = std::time::Instant::now();
         let o = TrainOptions {
             head,
@@ -74,7 +121,7 @@ fn main() {
         let r = cross_validate(&prep, &o).expect("cv");
         let s = &r.summary;
         println!(
-            "{name:34} auc {:.3}  acc@0.5 {:.3}  acc@thr {:.3} (sens {:.3} spec {:.3})  {:.1} s",
+            "{name:42} auc {:.3}  acc@0.5 {:.3}  acc@thr {:.3} (sens {:.3} spec {:.3})  {:.1} s",
             s.auc,
             s.at_half["accuracy"],
             s.accuracy,

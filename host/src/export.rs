@@ -4,7 +4,9 @@
 //! [`scanside_shared::preprocess`]) and returns class probabilities
 //! `[batch, 2]` in manifest label order. Feature standardisation is folded
 //! into the first dense layer, so the graph is exactly
-//! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten → (Gemm → Relu)* → Gemm → Softmax`.
+//! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten (→ Add 1 → Log)
+//! → (Gemm → Relu)* → Gemm → Softmax`. An ensemble head arrives already
+//! merged into one network ([`crate::head::merge`]).
 //! Before anything is written, [`verify`] runs the exported bytes in tract on
 //! every training image and compares with the in-memory pipeline.
 
@@ -17,21 +19,26 @@ use scanside_shared::manifest::ModelManifest;
 use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
 
 use crate::backbone::Backbone;
-use crate::features::Pooling;
-use crate::head::TrainedHead;
+use crate::features::{FeatureTransform, Pooling};
+use crate::head::{HeadConfig, TrainedHead, fold_standardisation};
 use crate::onnx_graph::{self, DimSpec, attr_int, attr_ints, f32_tensor, node, value_info};
 use crate::{Error, Result};
 
 /// Name of the exported graph's output.
 pub const OUTPUT_NAME: &str = "probabilities";
 
-/// Name of the pooled backbone features (the dense head's input) in the graph.
+/// Name of the `Log` node of the `log1p` feature transform; the Grad-CAM
+/// read-back ([`scanside_shared::explain`]) looks for it.
+pub const LOG1P_NODE: &str = scanside_shared::explain::LOG1P_NODE;
+
+/// Name of the dense head's input in the graph: pooled backbone features,
+/// after the feature transform.
 pub const POOLED_NAME: &str = "scanside/pooled";
 
 /// Build the exported model's bytes.
 pub fn build(
     backbone: &Backbone,
-    pooling: Pooling,
+    recipe: &HeadConfig,
     head: &TrainedHead,
     manifest: &ModelManifest,
 ) -> Result<Vec<u8>> {
@@ -85,7 +92,7 @@ pub fn build(
             vec![],
         )
     };
-    let pooled4d = match pooling {
+    let pooled4d = match recipe.pooling {
         Pooling::Avg => {
             graph.node.push(avg_pool());
             "scanside/avg"
@@ -107,28 +114,40 @@ pub fn build(
             "scanside/pooled4d"
         }
     };
+    let flat = match recipe.transform {
+        FeatureTransform::None => POOLED_NAME,
+        FeatureTransform::Log1p => "scanside/flat",
+    };
     graph.node.push(node(
         "Flatten",
         "scanside/flatten",
         &[pooled4d],
-        &[POOLED_NAME],
+        &[flat],
         vec![attr_int("axis", 1)],
     ));
+    if recipe.transform == FeatureTransform::Log1p {
+        graph
+            .initializer
+            .push(f32_tensor("scanside/one", &[], &[1.0]));
+        graph.node.push(node(
+            "Add",
+            "scanside/one_plus",
+            &[flat, "scanside/one"],
+            &["scanside/one_plus"],
+            vec![],
+        ));
+        graph.node.push(node(
+            "Log",
+            LOG1P_NODE,
+            &["scanside/one_plus"],
+            &[POOLED_NAME],
+            vec![],
+        ));
+    }
 
     let mut x = POOLED_NAME.to_string();
-    for (l, layer) in head.layers.iter().enumerate() {
-        let (mut w, mut b) = (layer.weight.clone(), layer.bias.clone());
-        if l == 0 {
-            // Fold standardisation: (x - m) * k · W + b = x · (k ⊙ W) + (b - (m ⊙ k) · W).
-            for j in 0..layer.inputs {
-                let (m, k) = (head.mean[j], head.inv_std[j]);
-                for o in 0..layer.outputs {
-                    let v = layer.weight[j * layer.outputs + o];
-                    w[j * layer.outputs + o] = v * k;
-                    b[o] -= m * k * v;
-                }
-            }
-        }
+    for (l, layer) in fold_standardisation(head).into_iter().enumerate() {
+        let (w, b) = (layer.weight, layer.bias);
         let (wn, bn, yn) = (
             format!("scanside/dense{l}/W"),
             format!("scanside/dense{l}/b"),

@@ -8,7 +8,9 @@
 //! early on an inner validation split (whole duplicate groups, stratified,
 //! original views only), or runs a fixed number of epochs for the final fit.
 //! Everything random (initialisation, shuffling, dropout, the split) comes
-//! from one seeded ChaCha generator, so a fit is reproducible.
+//! from one seeded ChaCha generator, so a fit is reproducible. An ensemble
+//! recipe trains several such networks with different seeds and merges them
+//! into one network that averages their logits ([`merge`]).
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -18,13 +20,23 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::features::Pooling;
+use crate::features::{FeatureTransform, Pooling};
 
 /// The head's architecture and training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeadConfig {
     /// How feature maps are pooled into vectors.
     pub pooling: Pooling,
+    /// Element-wise transform of the pooled vector (absent in recipes
+    /// recorded before it existed: `none`).
+    #[serde(default)]
+    pub transform: FeatureTransform,
+    /// Members of the ensemble: heads trained with different seeds (and
+    /// validation splits) whose logits are averaged. The average is exact
+    /// and is exported as one wider head (see [`merge`]). Absent in older
+    /// recipes: 1.
+    #[serde(default = "one_member")]
+    pub ensemble: usize,
     /// Widths of the hidden ReLU layers.
     pub hidden: Vec<usize>,
     /// Dropout probability after each hidden layer (training only).
@@ -45,14 +57,20 @@ pub struct HeadConfig {
     pub seed: u64,
 }
 
+fn one_member() -> usize {
+    1
+}
+
 impl Default for HeadConfig {
     /// The default recipe, chosen by duplicate-grouped cross-validation
     /// among the candidates in the README (`cargo run --example recipes`).
     fn default() -> Self {
         HeadConfig {
             pooling: Pooling::AvgMax,
+            transform: FeatureTransform::Log1p,
+            ensemble: 5,
             hidden: vec![256],
-            dropout: 0.5,
+            dropout: 0.7,
             learning_rate: 1e-3,
             weight_decay: 1e-4,
             batch_size: 64,
@@ -331,8 +349,136 @@ fn prepare(
     })
 }
 
-/// Train a head on `samples`.
+/// Train a head on `samples`: `cfg.ensemble` members with seeds
+/// `cfg.seed`, `cfg.seed + 1`, …, merged into one head whose logits are the
+/// members' mean. `best_epoch` is the members' median best epoch and
+/// `history` the first member's.
 pub fn fit(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<TrainedHead> {
+    let members = (0..cfg.ensemble.max(1) as u64)
+        .map(|k| {
+            let member = HeadConfig {
+                seed: cfg.seed.wrapping_add(k * MEMBER_SEED_STRIDE),
+                ..cfg.clone()
+            };
+            fit_one(samples, &member, stopping)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(merge(members))
+}
+
+/// Seeds of ensemble members are this far apart, so that the members of
+/// neighbouring folds (whose seeds differ by 1) never share one.
+const MEMBER_SEED_STRIDE: u64 = 1_000_003;
+
+/// One head whose logits are the mean of the members' logits: exact, for
+/// members of the same architecture.
+///
+/// Each member's standardisation is folded into its first layer (the merged
+/// head standardises with mean 0 and scale 1). With hidden layers, the
+/// first layers are placed side by side, middle layers block-diagonally,
+/// and the output layers stacked and scaled by `1 / members`, so the merged
+/// network runs every member in parallel and sums their logits / members.
+/// Without hidden layers the single linear layers are averaged.
+pub fn merge(mut members: Vec<TrainedHead>) -> TrainedHead {
+    if members.len() == 1 {
+        return members.pop().expect("one member");
+    }
+    let k = members.len();
+    let mut epochs: Vec<usize> = members.iter().map(|m| m.best_epoch).collect();
+    epochs.sort_unstable();
+    let folded: Vec<Vec<DenseLayer>> = members.iter().map(fold_standardisation).collect();
+    let depth = folded[0].len();
+    let inputs = folded[0][0].inputs;
+    let layers = if depth == 1 {
+        let mut out = DenseLayer {
+            inputs,
+            outputs: 2,
+            weight: vec![0.0; inputs * 2],
+            bias: vec![0.0; 2],
+        };
+        for m in &folded {
+            for (o, v) in out.weight.iter_mut().zip(&m[0].weight) {
+                *o += v / k as f32;
+            }
+            for (o, v) in out.bias.iter_mut().zip(&m[0].bias) {
+                *o += v / k as f32;
+            }
+        }
+        vec![out]
+    } else {
+        (0..depth)
+            .map(|l| {
+                let parts: Vec<&DenseLayer> = folded.iter().map(|m| &m[l]).collect();
+                let last = l + 1 == depth;
+                // Rows (inputs) and columns (outputs) of the merged layer:
+                // the first layer shares its inputs, the last its outputs.
+                let rows: usize = if l == 0 {
+                    inputs
+                } else {
+                    parts.iter().map(|p| p.inputs).sum()
+                };
+                let cols: usize = if last {
+                    2
+                } else {
+                    parts.iter().map(|p| p.outputs).sum()
+                };
+                let mut weight = vec![0.0f32; rows * cols];
+                let mut bias = vec![0.0f32; cols];
+                let (mut r0, mut c0) = (0, 0);
+                for p in parts {
+                    let scale = if last { 1.0 / k as f32 } else { 1.0 };
+                    for i in 0..p.inputs {
+                        for o in 0..p.outputs {
+                            weight[(r0 + i) * cols + c0 + o] = scale * p.weight[i * p.outputs + o];
+                        }
+                    }
+                    for o in 0..p.outputs {
+                        bias[c0 + o] += scale * p.bias[o];
+                    }
+                    if l > 0 {
+                        r0 += p.inputs;
+                    }
+                    if !last {
+                        c0 += p.outputs;
+                    }
+                }
+                DenseLayer {
+                    inputs: rows,
+                    outputs: cols,
+                    weight,
+                    bias,
+                }
+            })
+            .collect()
+    };
+    let first = members.swap_remove(0);
+    TrainedHead {
+        mean: vec![0.0; inputs],
+        inv_std: vec![1.0; inputs],
+        layers,
+        best_epoch: epochs[epochs.len() / 2],
+        history: first.history,
+    }
+}
+
+/// A head's layers with its standardisation folded into the first:
+/// `(x − m) ⊙ s · W + b = x · (s ⊙ W) + (b − (m ⊙ s) · W)`.
+pub fn fold_standardisation(head: &TrainedHead) -> Vec<DenseLayer> {
+    let mut layers = head.layers.clone();
+    let first = &mut layers[0];
+    for j in 0..first.inputs {
+        let (m, s) = (head.mean[j], head.inv_std[j]);
+        for o in 0..first.outputs {
+            let v = head.layers[0].weight[j * first.outputs + o];
+            first.weight[j * first.outputs + o] = v * s;
+            first.bias[o] -= m * s * v;
+        }
+    }
+    layers
+}
+
+/// Train one network on `samples`.
+fn fit_one(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<TrainedHead> {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let (train_rows, val_rows) = match stopping {
@@ -486,6 +632,7 @@ mod tests {
 
     fn small() -> HeadConfig {
         HeadConfig {
+            ensemble: 1,
             hidden: vec![16],
             learning_rate: 1e-2,
             max_epochs: 60,
@@ -506,6 +653,61 @@ mod tests {
             .filter(|(p, y)| (**p >= 0.5) == (**y == 1))
             .count();
         assert!(correct >= 114, "{correct}/120");
+    }
+
+    /// Logit of a probability.
+    fn logit(p: f32) -> f32 {
+        (p / (1.0 - p)).ln()
+    }
+
+    #[test]
+    fn a_merged_ensemble_averages_its_members_logits() {
+        let s = toy();
+        for hidden in [vec![], vec![16], vec![8, 4]] {
+            let cfg = HeadConfig {
+                hidden: hidden.clone(),
+                ..small()
+            };
+            let members: Vec<TrainedHead> = (0..3)
+                .map(|k| {
+                    let c = HeadConfig {
+                        seed: 11 + k,
+                        ..cfg.clone()
+                    };
+                    fit_one(&s, &c, Stopping::FixedEpochs(5)).unwrap()
+                })
+                .collect();
+            let merged = merge(members.clone());
+            let widths: Vec<usize> = merged.layers.iter().map(|l| l.outputs).collect();
+            let expected: Vec<usize> = hidden.iter().map(|h| 3 * h).chain([2]).collect();
+            assert_eq!(widths, expected);
+            let got = merged.predict(&s.x).unwrap();
+            let each: Vec<Vec<f32>> = members.iter().map(|m| m.predict(&s.x).unwrap()).collect();
+            for (i, p) in got.iter().enumerate() {
+                let mean = each.iter().map(|m| logit(m[i])).sum::<f32>() / 3.0;
+                assert!((logit(*p) - mean).abs() < 1e-3, "{hidden:?} row {i}: {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_ensemble_fit_is_its_members_merged() {
+        let s = toy();
+        let cfg = HeadConfig {
+            ensemble: 2,
+            ..small()
+        };
+        let fitted = fit(&s, &cfg, Stopping::FixedEpochs(4)).unwrap();
+        let members = (0..2)
+            .map(|k| {
+                let c = HeadConfig {
+                    seed: cfg.seed + k * MEMBER_SEED_STRIDE,
+                    ..cfg.clone()
+                };
+                fit_one(&s, &c, Stopping::FixedEpochs(4)).unwrap()
+            })
+            .collect();
+        assert_eq!(fitted.layers, merge(members).layers);
     }
 
     #[test]

@@ -283,6 +283,8 @@ pub fn inherit(
         "views" => augmented_views;
         "target_sensitivity" => target_sensitivity;
         "pooling" => head.pooling;
+        "feature_transform" => head.transform;
+        "ensemble" => head.ensemble;
         "hidden" => head.hidden;
         "dropout" => head.dropout;
         "learning_rate" => head.learning_rate;

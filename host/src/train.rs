@@ -112,6 +112,12 @@ impl TrainOptions {
                 self.size
             ));
         }
+        if !(1..=64).contains(&self.head.ensemble) {
+            return bad(format!(
+                "--ensemble must be in 1..=64, got {}",
+                self.head.ensemble
+            ));
+        }
         if !(0.0..=1.0).contains(&self.target_sensitivity) {
             return bad(format!(
                 "--target-sensitivity must be in [0, 1], got {}",
@@ -390,11 +396,20 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Pooled rows `[item][view]` for a head configuration.
+    /// Head input rows `[item][view]` for a head configuration: pooled, then
+    /// transformed.
     pub fn pooled(&self, head: &HeadConfig) -> Vec<Vec<Vec<f32>>> {
         self.maps
             .iter()
-            .map(|vs| vs.iter().map(|m| head.pooling.apply(m)).collect())
+            .map(|vs| {
+                vs.iter()
+                    .map(|m| {
+                        let mut row = head.pooling.apply(m);
+                        head.transform.apply(&mut row);
+                        row
+                    })
+                    .collect()
+            })
             .collect()
     }
 }
@@ -680,7 +695,7 @@ fn export_verified(
         )]
         .into(),
     };
-    let bytes = export::build(backbone, opts.head.pooling, &head, &manifest)?;
+    let bytes = export::build(backbone, &opts.head, &head, &manifest)?;
     watch.lap("export");
 
     let model_path = opts.out.join(F32_MODEL_FILE);

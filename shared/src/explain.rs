@@ -3,8 +3,9 @@
 //! A scanside model is `backbone → pooling → dense head → softmax` (see the
 //! host's `export` module). The backbone's last feature map `A` (channels
 //! `k`, positions `i, j`; 7 × 7 × 512 for VGG16 at 224²) is pooled per
-//! channel (global average, global max, or both concatenated) and the head
-//! turns the pooled vector into two logits `z`. For the label the model
+//! channel (global average, global max, or both concatenated), optionally
+//! compressed by `ln(1 + x)`, and the head turns the pooled vector into two
+//! logits `z`. For the label the model
 //! gave, class `c`, the *evidence* is the log-odds `s = z_c − z_other`
 //! (`log p_c / p_other`).
 //!
@@ -14,7 +15,8 @@
 //! gradient is exact and cheap: back-propagation through the dense layers
 //! (ReLU masks from the forward pass) gives `∂s/∂pooled`; average pooling
 //! spreads it as `1/(HW)` over every position and max pooling hands it to the
-//! arg-max position, so `α_k = (g_avg,k + g_max,k) / (HW)`. The tests check
+//! arg-max position, so `α_k = (g_avg,k + g_max,k) / (HW)` (each `g`
+//! times `1 / (1 + pooled)` behind the `ln(1 + x)` transform). The tests check
 //! these gradients against finite differences of the head itself.
 //!
 //! The head's weights are read back from the model file (the exporter's
@@ -37,6 +39,10 @@ use image::{ImageBuffer, Luma, Rgb, RgbImage};
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType};
 
 use crate::{Error, Result};
+
+/// Name of the `Log` node that ends the exporter's `ln(1 + x)` transform of
+/// the pooled vector, when the model has one.
+pub const LOG1P_NODE: &str = "scanside/log1p";
 
 /// One global pooling of the feature map, in the order the head reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +120,9 @@ impl FeatureMap {
 pub struct DenseHead {
     /// The poolings, concatenated in this order.
     pub pools: Vec<Pool>,
+    /// Whether the pooled vector goes through `ln(1 + x)` before the dense
+    /// layers (a [`LOG1P_NODE`] node in the graph).
+    pub log1p: bool,
     /// The dense layers; ReLU between them, softmax after the last.
     pub layers: Vec<Dense>,
     /// Name of the feature-map tensor the poolings read (channels first).
@@ -212,6 +221,7 @@ impl DenseHead {
             ))),
             Some(_) => Ok(DenseHead {
                 pools,
+                log1p: node(LOG1P_NODE).is_some(),
                 layers,
                 feature_tensor,
             }),
@@ -239,7 +249,8 @@ impl DenseHead {
         Ok(())
     }
 
-    /// Per-channel pooled features, in the order the head reads them.
+    /// Per-channel pooled features, in the order the head reads them, after
+    /// the feature transform.
     pub fn pooled(&self, map: &FeatureMap) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.layers[0].inputs);
         for pool in &self.pools {
@@ -250,6 +261,9 @@ impl DenseHead {
                     Pool::Max => c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 }
             }));
+        }
+        if self.log1p {
+            out.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
         }
         out
     }
@@ -287,7 +301,8 @@ impl DenseHead {
         Ok(z[class] - z[1 - class])
     }
 
-    /// `∂ evidence / ∂ pooled features`, by back-propagation.
+    /// `∂ evidence / ∂ pooled features` (before the transform), by
+    /// back-propagation.
     fn pooled_gradient(&self, forward: &Forward, class: usize) -> Vec<f32> {
         let mut g = vec![0.0f32; 2];
         g[class] = 1.0;
@@ -301,6 +316,12 @@ impl DenseHead {
                         *gj = 0.0;
                     }
                 }
+            }
+        }
+        if self.log1p {
+            // d ln(1 + p) / dp = 1 / (1 + p) = exp(−ln(1 + p)).
+            for (gj, t) in g.iter_mut().zip(&forward.activations[0]) {
+                *gj *= (-t).exp();
             }
         }
         g
@@ -491,6 +512,7 @@ mod tests {
             .collect();
         DenseHead {
             pools,
+            log1p: false,
             layers,
             feature_tensor: "features".into(),
         }
@@ -526,12 +548,16 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_for_every_pooling() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for pools in [
-            vec![Pool::Average],
-            vec![Pool::Max],
-            vec![Pool::Average, Pool::Max],
+        for (pools, log1p) in [
+            (vec![Pool::Average], false),
+            (vec![Pool::Max], false),
+            (vec![Pool::Average, Pool::Max], false),
+            (vec![Pool::Average, Pool::Max], true),
         ] {
-            let head = random_head(&mut rng, pools.clone(), 4);
+            let head = DenseHead {
+                log1p,
+                ..random_head(&mut rng, pools.clone(), 4)
+            };
             let map = random_map(&mut rng, 4);
             for class in 0..2 {
                 let grad = head.feature_gradient(&map, class).unwrap();
@@ -541,7 +567,7 @@ mod tests {
                     let fd = directional(&head, &map, class, &e);
                     assert!(
                         (fd - grad[idx]).abs() < 2e-3,
-                        "{pools:?} class {class} index {idx}: analytic {} vs finite difference {fd}",
+                        "{pools:?} log1p {log1p} class {class} index {idx}: analytic {} vs finite difference {fd}",
                         grad[idx]
                     );
                 }
@@ -575,6 +601,7 @@ mod tests {
         // grows with that channel: the map is the channel, scaled to 1.
         let head = DenseHead {
             pools: vec![Pool::Average],
+            log1p: false,
             layers: vec![Dense {
                 inputs: 1,
                 outputs: 2,
