@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use scanside_shared::classifier::Classifier;
+use scanside_shared::explain::LOG1P_NODE;
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
 
@@ -26,10 +27,6 @@ use crate::{Error, Result};
 
 /// Name of the exported graph's output.
 pub const OUTPUT_NAME: &str = "probabilities";
-
-/// Name of the `Log` node of the `log1p` feature transform; the Grad-CAM
-/// read-back ([`scanside_shared::explain`]) looks for it.
-pub const LOG1P_NODE: &str = scanside_shared::explain::LOG1P_NODE;
 
 /// Name of the dense head's input in the graph: pooled backbone features,
 /// after the feature transform.

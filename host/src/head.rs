@@ -350,7 +350,7 @@ fn prepare(
 }
 
 /// Train a head on `samples`: `cfg.ensemble` members with seeds
-/// `cfg.seed`, `cfg.seed + 1`, …, merged into one head whose logits are the
+/// `cfg.seed + k · MEMBER_SEED_STRIDE`, merged into one head whose logits are the
 /// members' mean. `best_epoch` is the members' median best epoch and
 /// `history` the first member's.
 pub fn fit(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<TrainedHead> {
@@ -378,7 +378,8 @@ const MEMBER_SEED_STRIDE: u64 = 1_000_003;
 /// first layers are placed side by side, middle layers block-diagonally,
 /// and the output layers stacked and scaled by `1 / members`, so the merged
 /// network runs every member in parallel and sums their logits / members.
-/// Without hidden layers the single linear layers are averaged.
+/// Without hidden layers the one layer is both first and last: the members'
+/// layers overlap and are averaged.
 pub fn merge(mut members: Vec<TrainedHead>) -> TrainedHead {
     if members.len() == 1 {
         return members.pop().expect("one member");
@@ -389,68 +390,50 @@ pub fn merge(mut members: Vec<TrainedHead>) -> TrainedHead {
     let folded: Vec<Vec<DenseLayer>> = members.iter().map(fold_standardisation).collect();
     let depth = folded[0].len();
     let inputs = folded[0][0].inputs;
-    let layers = if depth == 1 {
-        let mut out = DenseLayer {
-            inputs,
-            outputs: 2,
-            weight: vec![0.0; inputs * 2],
-            bias: vec![0.0; 2],
-        };
-        for m in &folded {
-            for (o, v) in out.weight.iter_mut().zip(&m[0].weight) {
-                *o += v / k as f32;
-            }
-            for (o, v) in out.bias.iter_mut().zip(&m[0].bias) {
-                *o += v / k as f32;
-            }
-        }
-        vec![out]
-    } else {
-        (0..depth)
-            .map(|l| {
-                let parts: Vec<&DenseLayer> = folded.iter().map(|m| &m[l]).collect();
-                let last = l + 1 == depth;
-                // Rows (inputs) and columns (outputs) of the merged layer:
-                // the first layer shares its inputs, the last its outputs.
-                let rows: usize = if l == 0 {
-                    inputs
-                } else {
-                    parts.iter().map(|p| p.inputs).sum()
-                };
-                let cols: usize = if last {
-                    2
-                } else {
-                    parts.iter().map(|p| p.outputs).sum()
-                };
-                let mut weight = vec![0.0f32; rows * cols];
-                let mut bias = vec![0.0f32; cols];
-                let (mut r0, mut c0) = (0, 0);
-                for p in parts {
-                    let scale = if last { 1.0 / k as f32 } else { 1.0 };
-                    for i in 0..p.inputs {
-                        for o in 0..p.outputs {
-                            weight[(r0 + i) * cols + c0 + o] = scale * p.weight[i * p.outputs + o];
-                        }
-                    }
+    let layers = (0..depth)
+        .map(|l| {
+            let parts: Vec<&DenseLayer> = folded.iter().map(|m| &m[l]).collect();
+            let last = l + 1 == depth;
+            // Rows (inputs) and columns (outputs) of the merged layer:
+            // the first layer shares its inputs, the last its outputs.
+            let rows: usize = if l == 0 {
+                inputs
+            } else {
+                parts.iter().map(|p| p.inputs).sum()
+            };
+            let cols: usize = if last {
+                2
+            } else {
+                parts.iter().map(|p| p.outputs).sum()
+            };
+            let mut weight = vec![0.0f32; rows * cols];
+            let mut bias = vec![0.0f32; cols];
+            let (mut r0, mut c0) = (0, 0);
+            for p in parts {
+                let scale = if last { 1.0 / k as f32 } else { 1.0 };
+                for i in 0..p.inputs {
                     for o in 0..p.outputs {
-                        bias[c0 + o] += scale * p.bias[o];
-                    }
-                    if l > 0 {
-                        r0 += p.inputs;
-                    }
-                    if !last {
-                        c0 += p.outputs;
+                        weight[(r0 + i) * cols + c0 + o] += scale * p.weight[i * p.outputs + o];
                     }
                 }
-                DenseLayer {
-                    inputs: rows,
-                    outputs: cols,
-                    weight,
-                    bias,
+                for o in 0..p.outputs {
+                    bias[c0 + o] += scale * p.bias[o];
                 }
-            })
-            .collect()
-    };
+                if l > 0 {
+                    r0 += p.inputs;
+                }
+                if !last {
+                    c0 += p.outputs;
+                }
+            }
+            DenseLayer {
+                inputs: rows,
+                outputs: cols,
+                weight,
+                bias,
+            }
+        })
+        .collect();
     let first = members.swap_remove(0);
     TrainedHead {
         mean: vec![0.0; inputs],
