@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the shipped model: train with the default recipe on the team
 # dataset, copy the int8 model to models/, record its SHA-256 in the model
-# card and the decisions on four reference scans in models/expected.jsonl
+# card, the device configs and the device test that pin it, and the
+# decisions on four reference scans in models/expected.jsonl
 # (read in place from the dataset; nothing from it is copied).
 #
 #   scripts/ship_model.sh [DATA]      # default ../shared/data/brain-mri
@@ -18,8 +19,13 @@ scanside=$dir/scanside
 
 "$scanside" train --data "$data" --out runs/shipped
 model=models/brain-mri-vgg16-int8.onnx
+old_sha=$(sha256sum "$model" | cut -d' ' -f1)
 cp runs/shipped/model-int8.onnx "$model"
 sha=$(sha256sum "$model" | cut -d' ' -f1)
+# The device configs pin the shipped model, and a device test checks the pin.
+for f in device/device.toml device/device.example.toml device/tests/run_binary.rs; do
+    sed -i "s/$old_sha/$sha/" "$f"
+done
 sed -i "s/^\(- SHA-256 of the model file: \`\)[0-9a-f]*\`/\1$sha\`/" models/README.md
 grep -q "$sha" models/README.md || { echo "models/README.md has no SHA-256 line to update" >&2; exit 1; }
 

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! model = "/usr/share/scanside/models/brain-mri-vgg16-int8.onnx"
-//! model_sha256 = "dbc7fe88…"            # optional: refuse any other model file
+//! model_sha256 = "aaab6ba1…"            # optional: refuse any other model file
 //! inbox = "/var/lib/scanside/inbox"
 //! audit_log = "/var/lib/scanside/audit.log"
 //! board = "sim"                         # "sim", "rpi" or "cdev"

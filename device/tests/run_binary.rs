@@ -137,7 +137,7 @@ fn lamps(line: &str) -> Option<(bool, bool, bool)> {
     Some((on[0], on[1], on[2]))
 }
 
-const SHIPPED_SHA256: &str = "dbc7fe88222f67b132d58b527c81237fb0716a2675ad3cc9b28a04cac664a80a";
+const SHIPPED_SHA256: &str = "aaab6ba1680b271bfe9e065e8525063100bdce4b1bb36d12d2f5079521ad0cd5";
 
 #[test]
 fn run_classifies_on_a_press_pings_the_watchdog_and_stops_cleanly() {
