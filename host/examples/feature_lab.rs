@@ -15,6 +15,7 @@
 //! #     --cut-at functional_1/block4_pool_1/MaxPool2d:0 --layout nhwc --normalisation caffe
 //! # LAB_LOGIT=1: average members' logits instead of their probabilities
 //! ```
+use scanside::features::{FeatureTransform, Pooling};
 use scanside::head::{HeadConfig, Samples, Stopping, fit};
 use scanside::metrics::{Confusion, auc};
 use scanside::train::{TrainOptions, prepare};
@@ -25,15 +26,8 @@ type Transform = fn(&FeatureMap) -> Vec<f32>;
 fn planes(m: &FeatureMap) -> std::slice::ChunksExact<'_, f32> {
     m.data.chunks_exact(m.height * m.width)
 }
-fn avg(m: &FeatureMap) -> Vec<f32> {
-    planes(m)
-        .map(|p| p.iter().sum::<f32>() / p.len() as f32)
-        .collect()
-}
 fn max(m: &FeatureMap) -> Vec<f32> {
-    planes(m)
-        .map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-        .collect()
+    Pooling::Max.apply(m)
 }
 fn gem(m: &FeatureMap, p: f32) -> Vec<f32> {
     planes(m)
@@ -43,9 +37,7 @@ fn gem(m: &FeatureMap, p: f32) -> Vec<f32> {
         .collect()
 }
 fn avgmax(m: &FeatureMap) -> Vec<f32> {
-    let mut v = avg(m);
-    v.extend(max(m));
-    v
+    Pooling::AvgMax.apply(m)
 }
 fn sqrt_avgmax(m: &FeatureMap) -> Vec<f32> {
     avgmax(m).into_iter().map(|v| v.max(0.0).sqrt()).collect()
@@ -58,21 +50,20 @@ fn gem3_max(m: &FeatureMap) -> Vec<f32> {
     v.extend(max(m));
     v
 }
-fn l2_avgmax(m: &FeatureMap) -> Vec<f32> {
-    let v = sqrt_avgmax(m);
+fn l2(v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     v.into_iter().map(|x| x / n).collect()
+}
+fn l2_avgmax(m: &FeatureMap) -> Vec<f32> {
+    l2(sqrt_avgmax(m))
 }
 fn l2_log_avgmax(m: &FeatureMap) -> Vec<f32> {
-    let v = log_avgmax(m);
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-    v.into_iter().map(|x| x / n).collect()
+    l2(log_avgmax(m))
 }
 fn log_avgmax(m: &FeatureMap) -> Vec<f32> {
-    avgmax(m)
-        .into_iter()
-        .map(|v| (1.0 + v.max(0.0)).ln())
-        .collect()
+    let mut v = avgmax(m);
+    FeatureTransform::Log1p.apply(&mut v);
+    v
 }
 
 fn main() {

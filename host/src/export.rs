@@ -144,7 +144,6 @@ pub fn build(
 
     let mut x = POOLED_NAME.to_string();
     for (l, layer) in fold_standardisation(head).into_iter().enumerate() {
-        let (w, b) = (layer.weight, layer.bias);
         let (wn, bn, yn) = (
             format!("scanside/dense{l}/W"),
             format!("scanside/dense{l}/b"),
@@ -153,11 +152,11 @@ pub fn build(
         graph.initializer.push(f32_tensor(
             &wn,
             &[layer.inputs as i64, layer.outputs as i64],
-            &w,
+            &layer.weight,
         ));
         graph
             .initializer
-            .push(f32_tensor(&bn, &[layer.outputs as i64], &b));
+            .push(f32_tensor(&bn, &[layer.outputs as i64], &layer.bias));
         graph
             .node
             .push(node("Gemm", &yn, &[&x, &wn, &bn], &[&yn], vec![]));

@@ -266,8 +266,8 @@ impl Pooling {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureTransform {
-    /// Use the pooled values as they are (models before scanside 0.1.0's
-    /// `log1p` default read back as this).
+    /// Use the pooled values as they are (recipes recorded before the
+    /// transform existed read back as this).
     #[default]
     None,
     /// `ln(1 + x)`, exported as ONNX `Add` then `Log`.
@@ -275,11 +275,11 @@ pub enum FeatureTransform {
 }
 
 impl FeatureTransform {
-    /// Transform a pooled vector in place, exactly as the exported graph does
-    /// (`1 + x` rounded to f32, then `ln`).
+    /// Transform a pooled vector in place, exactly as the exported graph
+    /// does.
     pub fn apply(self, pooled: &mut [f32]) {
         if self == FeatureTransform::Log1p {
-            pooled.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
+            scanside_shared::explain::log1p_in_place(pooled);
         }
     }
 }

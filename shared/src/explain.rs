@@ -44,6 +44,13 @@ use crate::{Error, Result};
 /// the pooled vector, when the model has one.
 pub const LOG1P_NODE: &str = "scanside/log1p";
 
+/// `ln(1 + x)` of every value, as the exported graph computes it (`1 + x`
+/// rounded to f32, then `ln`); the host applies the same function to its
+/// training rows.
+pub fn log1p_in_place(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
+}
+
 /// One global pooling of the feature map, in the order the head reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {
@@ -263,7 +270,7 @@ impl DenseHead {
             }));
         }
         if self.log1p {
-            out.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
+            log1p_in_place(&mut out);
         }
         out
     }
