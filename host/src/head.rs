@@ -13,13 +13,14 @@
 //! into one network that averages their logits ([`merge`]).
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::adamw::InPlaceAdamW;
 use crate::features::{FeatureTransform, Pooling};
 
 /// The head's architecture and training recipe.
@@ -484,7 +485,7 @@ fn fit_one(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<Tr
     dims.extend(&cfg.hidden);
     dims.push(2);
     let net = Net::new(&dims, &mut rng, &dev)?;
-    let mut opt = AdamW::new(
+    let mut opt = InPlaceAdamW::new(
         net.vars(),
         ParamsAdamW {
             lr: cfg.learning_rate,

@@ -9,7 +9,8 @@
 //!    group near-duplicates.
 //! 3. [`augment`] and [`features`]: augmented views → backbone feature maps
 //!    with tract, cached on disk.
-//! 4. [`head`]: the dense head, trained with candle.
+//! 4. [`head`]: the dense head, trained with candle ([`adamw`]: its
+//!    optimiser, in place).
 //! 5. [`cv`] and [`metrics`]: stratified, duplicate-grouped k-fold; metrics,
 //!    thresholds, bootstrap intervals.
 //! 6. [`export`]: one ONNX graph (backbone + pooling + head + softmax) written
@@ -27,6 +28,7 @@
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
 
+pub mod adamw;
 pub mod augment;
 pub mod backbone;
 pub mod calibrate;

@@ -415,9 +415,20 @@ fn main() -> ExitCode {
     // which fights rayon's workers when cross-validation fits folds in
     // parallel: one candle thread took the warm CV of the default recipe
     // from 34.8 s to 13.6 s (2 cores). The folds are the parallelism.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: the first statement of `main`; no other thread exists yet.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    //
+    // candle sizes its matrix products by `RAYON_NUM_THREADS` and, when that
+    // is unset, counts the physical cores by parsing /proc/cpuinfo again
+    // for every product (5 % of a warm re-train). Naming the number once
+    // keeps rayon's pool as it would be (one worker per available CPU).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (var, value) in [
+        ("CANDLE_NUM_THREADS", "1".to_string()),
+        ("RAYON_NUM_THREADS", cpus.to_string()),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: the first statements of `main`; no other thread exists yet.
+            unsafe { std::env::set_var(var, value) };
+        }
     }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
