@@ -37,14 +37,10 @@ impl Optimizer for InPlaceAdamW {
             .into_iter()
             .filter(|var| var.dtype().is_float())
             .map(|var| {
-                let zeros = || {
-                    Ok::<_, candle_core::Error>(
-                        Var::zeros(var.shape(), var.dtype(), var.device())?.into_inner(),
-                    )
-                };
+                // Fresh zeroed buffers of their own, written in place below.
                 Ok(Slot {
-                    first_moment: zeros()?,
-                    second_moment: zeros()?,
+                    first_moment: var.zeros_like()?,
+                    second_moment: var.zeros_like()?,
                     var,
                 })
             })

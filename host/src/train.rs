@@ -424,7 +424,7 @@ fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared>
     opts.validate()?;
     let backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
     watch.lap("load backbone");
-    let dataset = Dataset::load(&opts.data)?;
+    let dataset = Dataset::load_cached(&opts.data, &opts.cache)?;
     for s in &dataset.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
