@@ -1,13 +1,14 @@
 //! Exploratory comparisons behind the default head recipe: feature
 //! transforms (some of which `train` does not offer: sqrt, sqrt + L2,
-//! GeM), ensembles, and block4 ‖ block5 features, each by the same
+//! GeM), left–right asymmetry and its controls, ensembles, and block4 ‖
+//! block5 features, each by the same
 //! duplicate-grouped 5 × 3 cross-validation on cached features. Figures are
 //! quoted in the README ("Choosing the head").
 //!
 //! ```sh
 //! cargo run -p scanside --example feature_lab -- [TRANSFORMS] [HEADS]
 //! # TRANSFORMS: comma list of avgmax, sqrt_avgmax, log_avgmax, l2sqrt_avgmax,
-//! #   l2log_avgmax, gem3, gem3_max (default: all)
+//! #   l2log_avgmax, gem3, gem3_max, lr_log, tb_log, lr_halves_log (default: all)
 //! # HEADS: comma list of the head names below (default: all)
 //! # LAB_B4=F: also append the same transform of block4 features from the
 //! #   backbone F, imported with
@@ -15,11 +16,11 @@
 //! #     --cut-at functional_1/block4_pool_1/MaxPool2d:0 --layout nhwc --normalisation caffe
 //! # LAB_LOGIT=1: average members' logits instead of their probabilities
 //! ```
-use scanside::features::{FeatureTransform, Pooling};
+use scanside::features::{Asymmetry, FeatureTransform, Pooling, head_input};
 use scanside::head::{HeadConfig, Samples, Stopping, fit};
 use scanside::metrics::{Confusion, auc};
 use scanside::train::{TrainOptions, prepare};
-use scanside_shared::explain::FeatureMap;
+use scanside_shared::explain::{FeatureMap, half_columns};
 
 type Transform = fn(&FeatureMap) -> Vec<f32>;
 
@@ -66,6 +67,50 @@ fn log_avgmax(m: &FeatureMap) -> Vec<f32> {
     v
 }
 
+/// The default's features plus left–right asymmetry, as `train
+/// --asymmetry left-right` computes them.
+fn lr_log(m: &FeatureMap) -> Vec<f32> {
+    head_input(
+        m,
+        Pooling::AvgMax,
+        FeatureTransform::Log1p,
+        Asymmetry::LeftRight,
+    )
+}
+/// Control: the same features of the top and bottom halves (the map
+/// transposed), which no anatomical symmetry motivates.
+fn tb_log(m: &FeatureMap) -> Vec<f32> {
+    let (h, w) = (m.height, m.width);
+    let mut t = m.clone();
+    t.height = w;
+    t.width = h;
+    for plane in 0..m.channels {
+        for y in 0..h {
+            for x in 0..w {
+                t.data[plane * h * w + x * h + y] = m.data[plane * h * w + y * w + x];
+            }
+        }
+    }
+    let mut v = log_avgmax(m);
+    let halves = head_input(
+        &t,
+        Pooling::AvgMax,
+        FeatureTransform::Log1p,
+        Asymmetry::LeftRight,
+    );
+    v.extend_from_slice(&halves[v.len()..]);
+    v
+}
+/// Control: both halves' transformed poolings side by side, without the
+/// absolute difference.
+fn lr_halves_log(m: &FeatureMap) -> Vec<f32> {
+    let mut v = log_avgmax(m);
+    for cols in half_columns(m.width) {
+        v.extend(log_avgmax(&m.columns(cols)));
+    }
+    v
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = TrainOptions::new(
@@ -92,9 +137,16 @@ fn main() {
         ("l2log_avgmax", l2_log_avgmax),
         ("gem3", gem3),
         ("gem3_max", gem3_max),
+        ("lr_log", lr_log),
+        ("tb_log", tb_log),
+        ("lr_halves_log", lr_halves_log),
     ];
     let which = args.first().cloned().unwrap_or_default();
-    let d = HeadConfig::default();
+    // One network per fit: the lab averages its own `ensemble` members.
+    let d = HeadConfig {
+        ensemble: 1,
+        ..HeadConfig::default()
+    };
     let e = Stopping::EarlyOnValidation;
     let with = |f: &dyn Fn(&mut HeadConfig)| {
         let mut h = d.clone();

@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--backbone F] [--only TEXT]
 //! ```
-use scanside::features::{FeatureTransform, Pooling};
+use scanside::features::{Asymmetry, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::train::{TrainOptions, cross_validate, prepare};
 
@@ -93,6 +93,13 @@ fn main() {
             },
         ),
         ("256 avg+max log1p x5 dropout0.7 (default)", d.clone()),
+        (
+            "256 avg+max log1p x5 dropout0.7 left-right",
+            HeadConfig {
+                asymmetry: Asymmetry::LeftRight,
+                ..d.clone()
+            },
+        ),
         (
             "128 avg+max log1p x5 dropout0.7",
             HeadConfig {

@@ -5,7 +5,9 @@
 //! `[batch, 2]` in manifest label order. Feature standardisation is folded
 //! into the first dense layer, so the graph is exactly
 //! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten (→ Add 1 → Log)
-//! → (Gemm → Relu)* → Gemm → Softmax`. An ensemble head arrives already
+//! → (Gemm → Relu)* → Gemm → Softmax`; with left–right asymmetry, the same
+//! pooling branch also runs on the map's left and right halves (`Slice`),
+//! and `Abs(left − right)` is concatenated after the global branch. An ensemble head arrives already
 //! merged into one network ([`crate::head::merge`]).
 //! Before anything is written, [`verify`] runs the exported bytes in tract on
 //! every training image and compares with the in-memory pipeline.
@@ -15,15 +17,18 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use scanside_shared::classifier::Classifier;
-use scanside_shared::explain::LOG1P_NODE;
+use scanside_shared::explain::{ASYMMETRY_NODE, LOG1P_NODE, half_columns};
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
 
 use crate::backbone::Backbone;
-use crate::features::{FeatureTransform, Pooling};
+use crate::features::{Asymmetry, FeatureTransform, Pooling};
 use crate::head::{HeadConfig, TrainedHead, fold_standardisation};
-use crate::onnx_graph::{self, DimSpec, attr_int, attr_ints, f32_tensor, node, value_info};
+use crate::onnx_graph::{
+    self, DimSpec, attr_int, attr_ints, f32_tensor, i64_tensor, node, value_info,
+};
 use crate::{Error, Result};
+use tract_onnx::pb::GraphProto;
 
 /// Name of the exported graph's output.
 pub const OUTPUT_NAME: &str = "probabilities";
@@ -32,12 +37,15 @@ pub const OUTPUT_NAME: &str = "probabilities";
 /// after the feature transform.
 pub const POOLED_NAME: &str = "scanside/pooled";
 
-/// Build the exported model's bytes.
+/// Build the exported model's bytes. `feature_width` is the width of the
+/// backbone's feature map at the model's input size (where the left and
+/// right halves split, for [`Asymmetry::LeftRight`]).
 pub fn build(
     backbone: &Backbone,
     recipe: &HeadConfig,
     head: &TrainedHead,
     manifest: &ModelManifest,
+    feature_width: usize,
 ) -> Result<Vec<u8>> {
     let mut model = backbone.proto.clone();
     let bm = &backbone.manifest;
@@ -71,77 +79,59 @@ pub fn build(
         ));
         features = "scanside/features_nchw".into();
     }
-    let avg_pool = || {
-        node(
-            "GlobalAveragePool",
-            "scanside/avg_pool",
-            &[&features],
-            &["scanside/avg"],
-            vec![],
-        )
-    };
-    let max_pool = || {
-        node(
-            "GlobalMaxPool",
-            "scanside/max_pool",
-            &[&features],
-            &["scanside/max"],
-            vec![],
-        )
-    };
-    let pooled4d = match recipe.pooling {
-        Pooling::Avg => {
-            graph.node.push(avg_pool());
-            "scanside/avg"
-        }
-        Pooling::Max => {
-            graph.node.push(max_pool());
-            "scanside/max"
-        }
-        Pooling::AvgMax => {
-            graph.node.push(avg_pool());
-            graph.node.push(max_pool());
-            graph.node.push(node(
-                "Concat",
-                "scanside/concat_pools",
-                &["scanside/avg", "scanside/max"],
-                &["scanside/pooled4d"],
-                vec![attr_int("axis", 1)],
-            ));
-            "scanside/pooled4d"
-        }
-    };
-    let flat = match recipe.transform {
-        FeatureTransform::None => POOLED_NAME,
-        FeatureTransform::Log1p => "scanside/flat",
-    };
-    graph.node.push(node(
-        "Flatten",
-        "scanside/flatten",
-        &[pooled4d],
-        &[flat],
-        vec![attr_int("axis", 1)],
-    ));
-    if recipe.transform == FeatureTransform::Log1p {
+    if recipe.asymmetry == Asymmetry::None {
+        pooled_branch(graph, recipe, &features, "scanside", POOLED_NAME);
+    } else {
+        // Global poolings, then |left − right| of the halves' poolings.
+        pooled_branch(graph, recipe, &features, "scanside", "scanside/global");
         graph
             .initializer
-            .push(f32_tensor("scanside/one", &[], &[1.0]));
+            .push(i64_tensor("scanside/width_axis", &[3]));
+        let halves = half_columns(feature_width);
+        for (side, cols) in ["left", "right"].into_iter().zip(halves) {
+            let (starts, ends) = (
+                format!("scanside/{side}/start"),
+                format!("scanside/{side}/end"),
+            );
+            graph
+                .initializer
+                .push(i64_tensor(&starts, &[cols.start as i64]));
+            graph
+                .initializer
+                .push(i64_tensor(&ends, &[cols.end as i64]));
+            let half = format!("scanside/{side}/map");
+            graph.node.push(node(
+                "Slice",
+                &half,
+                &[&features, &starts, &ends, "scanside/width_axis"],
+                &[&half],
+                vec![],
+            ));
+            let prefix = format!("scanside/{side}");
+            pooled_branch(graph, recipe, &half, &prefix, &format!("{prefix}/pooled"));
+        }
         graph.node.push(node(
-            "Add",
-            "scanside/one_plus",
-            &[flat, "scanside/one"],
-            &["scanside/one_plus"],
+            "Sub",
+            "scanside/left_minus_right",
+            &["scanside/left/pooled", "scanside/right/pooled"],
+            &["scanside/left_minus_right"],
             vec![],
         ));
         graph.node.push(node(
-            "Log",
-            LOG1P_NODE,
-            &["scanside/one_plus"],
-            &[POOLED_NAME],
+            "Abs",
+            ASYMMETRY_NODE,
+            &["scanside/left_minus_right"],
+            &[ASYMMETRY_NODE],
             vec![],
+        ));
+        graph.node.push(node(
+            "Concat",
+            "scanside/concat_asymmetry",
+            &["scanside/global", ASYMMETRY_NODE],
+            &[POOLED_NAME],
+            vec![attr_int("axis", 1)],
         ));
     }
-
     let mut x = POOLED_NAME.to_string();
     for (l, layer) in fold_standardisation(head).into_iter().enumerate() {
         let (wn, bn, yn) = (
@@ -180,6 +170,78 @@ pub fn build(
     model.producer_version = scanside_shared::SCANSIDE_VERSION.into();
     onnx_graph::set_metadata(&mut model, manifest.to_props());
     Ok(onnx_graph::encode(&model))
+}
+
+/// Nodes that pool the NCHW map `input` as `recipe` says, flatten it and
+/// apply its transform, writing the row vector `output`. Node names start
+/// with `prefix`; the global branch (`scanside`) keeps the names
+/// [`scanside_shared::explain::DenseHead`] looks for.
+fn pooled_branch(
+    graph: &mut GraphProto,
+    recipe: &HeadConfig,
+    input: &str,
+    prefix: &str,
+    output: &str,
+) {
+    let pool = |op: &str, kind: &str| {
+        let name = format!("{prefix}/{kind}");
+        (
+            node(op, &format!("{name}_pool"), &[input], &[&name], vec![]),
+            name,
+        )
+    };
+    let pooled4d = match recipe.pooling {
+        Pooling::Avg | Pooling::Max => {
+            let (n, name) = if recipe.pooling == Pooling::Avg {
+                pool("GlobalAveragePool", "avg")
+            } else {
+                pool("GlobalMaxPool", "max")
+            };
+            graph.node.push(n);
+            name
+        }
+        Pooling::AvgMax => {
+            let (avg, avg_name) = pool("GlobalAveragePool", "avg");
+            let (max, max_name) = pool("GlobalMaxPool", "max");
+            graph.node.extend([avg, max]);
+            let both = format!("{prefix}/pooled4d");
+            graph.node.push(node(
+                "Concat",
+                &format!("{prefix}/concat_pools"),
+                &[&avg_name, &max_name],
+                &[&both],
+                vec![attr_int("axis", 1)],
+            ));
+            both
+        }
+    };
+    let flat = match recipe.transform {
+        FeatureTransform::None => output.to_string(),
+        FeatureTransform::Log1p => format!("{prefix}/flat"),
+    };
+    graph.node.push(node(
+        "Flatten",
+        &format!("{prefix}/flatten"),
+        &[&pooled4d],
+        &[&flat],
+        vec![attr_int("axis", 1)],
+    ));
+    if recipe.transform == FeatureTransform::Log1p {
+        let (one, one_plus) = (format!("{prefix}/one"), format!("{prefix}/one_plus"));
+        graph.initializer.push(f32_tensor(&one, &[], &[1.0]));
+        graph
+            .node
+            .push(node("Add", &one_plus, &[&flat, &one], &[&one_plus], vec![]));
+        // The global branch's Log is the node explain looks for.
+        let log = if prefix == "scanside" {
+            LOG1P_NODE.to_string()
+        } else {
+            format!("{prefix}/log1p")
+        };
+        graph
+            .node
+            .push(node("Log", &log, &[&one_plus], &[output], vec![]));
+    }
 }
 
 /// The result of checking an exported model against the in-memory pipeline.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::adamw::InPlaceAdamW;
-use crate::features::{FeatureTransform, Pooling};
+use crate::features::{Asymmetry, FeatureTransform, Pooling};
 
 /// The head's architecture and training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ pub struct HeadConfig {
     /// recorded before it existed: `none`).
     #[serde(default)]
     pub transform: FeatureTransform,
+    /// Left–right asymmetry features after the global ones (absent in
+    /// recipes recorded before it existed: `none`).
+    #[serde(default)]
+    pub asymmetry: Asymmetry,
     /// Members of the ensemble: heads trained with different seeds (and
     /// validation splits) whose logits are averaged. The average is exact
     /// and is exported as one wider head (see [`merge`]). Absent in older
@@ -69,6 +73,7 @@ impl Default for HeadConfig {
         HeadConfig {
             pooling: Pooling::AvgMax,
             transform: FeatureTransform::Log1p,
+            asymmetry: Asymmetry::None,
             ensemble: 5,
             hidden: vec![256],
             dropout: 0.7,

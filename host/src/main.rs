@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use scanside::backbone::{self, ImportOptions};
 use scanside::calibrate::RangeMethod;
-use scanside::features::{FeatureCache, FeatureTransform, Pooling};
+use scanside::features::{Asymmetry, FeatureCache, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::int8::QuantizeOptions;
 use scanside::quantize::Scheme;
@@ -177,6 +177,12 @@ enum TransformArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum AsymmetryArg {
+    None,
+    LeftRight,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum PoolingArg {
     Avg,
     Max,
@@ -275,6 +281,10 @@ struct RecipeArgs {
     /// Transform of the pooled features before the head [default: log1p].
     #[arg(long, value_enum)]
     feature_transform: Option<TransformArg>,
+    /// Also feed the head |left − right| of the poolings of the map's two
+    /// halves [default: none].
+    #[arg(long, value_enum)]
+    asymmetry: Option<AsymmetryArg>,
     /// Heads trained with different seeds whose logits are averaged.
     #[arg(long, default_value_t = HeadConfig::default().ensemble)]
     ensemble: usize,
@@ -586,6 +596,11 @@ impl RecipeArgs {
                 None => HeadConfig::default().transform,
                 Some(TransformArg::None) => FeatureTransform::None,
                 Some(TransformArg::Log1p) => FeatureTransform::Log1p,
+            },
+            asymmetry: match self.asymmetry {
+                None => HeadConfig::default().asymmetry,
+                Some(AsymmetryArg::None) => Asymmetry::None,
+                Some(AsymmetryArg::LeftRight) => Asymmetry::LeftRight,
             },
             ensemble: self.ensemble,
             hidden: self.hidden,

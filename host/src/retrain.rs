@@ -284,6 +284,7 @@ pub fn inherit(
         "target_sensitivity" => target_sensitivity;
         "pooling" => head.pooling;
         "feature_transform" => head.transform;
+        "asymmetry" => head.asymmetry;
         "ensemble" => head.ensemble;
         "hidden" => head.hidden;
         "dropout" => head.dropout;

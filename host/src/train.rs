@@ -21,7 +21,7 @@ use scanside_shared::preprocess::ContentCrop;
 
 use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
-use crate::features::{FeatureCache, extract_all};
+use crate::features::{FeatureCache, extract_all, head_input};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
 use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
 use crate::metrics::{
@@ -403,11 +403,7 @@ impl Prepared {
             .iter()
             .map(|vs| {
                 vs.iter()
-                    .map(|m| {
-                        let mut row = head.pooling.apply(m);
-                        head.transform.apply(&mut row);
-                        row
-                    })
+                    .map(|m| head_input(m, head.pooling, head.transform, head.asymmetry))
                     .collect()
             })
             .collect()
@@ -695,7 +691,8 @@ fn export_verified(
         )]
         .into(),
     };
-    let bytes = export::build(backbone, &opts.head, &head, &manifest)?;
+    let feature_width = prep.maps[0][0].width;
+    let bytes = export::build(backbone, &opts.head, &head, &manifest, feature_width)?;
     watch.lap("export");
 
     let model_path = opts.out.join(F32_MODEL_FILE);

@@ -311,6 +311,25 @@ fn small_dataset(root: &Path, per_class: usize) {
     std::fs::write(root.join("no/notes.txt"), b"not an image").unwrap();
 }
 
+/// `scanside train` on `dir/data` into `dir/run` with cache `dir/cache`,
+/// then `recipe`.
+fn train_args(dir: &Path, recipe: &[&str]) -> Vec<String> {
+    let path = |p: &str| s(&dir.join(p)).to_string();
+    let mut args = vec![
+        "train".to_string(),
+        "--data".into(),
+        path("data"),
+        "--out".into(),
+        path("run"),
+        "--cache".into(),
+        path("cache"),
+        "--backbone".into(),
+        s(&backbone()).into(),
+    ];
+    args.extend(recipe.iter().map(|a| a.to_string()));
+    args
+}
+
 #[test]
 fn train_classify_and_evaluate_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,37 +338,32 @@ fn train_classify_and_evaluate_end_to_end() {
     let out = dir.path().join("run");
     let cache = dir.path().join("cache");
     let backbone = backbone();
-    let train_args = [
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--backbone",
-        s(&backbone),
-        "--cache",
-        s(&cache),
-        "--size",
-        "64",
-        "--views",
-        "1",
-        "--folds",
-        "3",
-        "--repeats",
-        "1",
-        "--hidden",
-        "32",
-        "--max-epochs",
-        "40",
-        // One out-of-fold flip among 24 images is 4 pt: allow a few.
-        "--max-accuracy-drop",
-        "0.1",
-        // A mid-range threshold, so that int8 damage shows in decisions.
-        "--target-sensitivity",
-        "0.5",
-        "--json",
-        "--quiet",
-    ];
+    let train_args = train_args(
+        dir.path(),
+        &[
+            "--size",
+            "64",
+            "--views",
+            "1",
+            "--folds",
+            "3",
+            "--repeats",
+            "1",
+            "--hidden",
+            "32",
+            "--max-epochs",
+            "40",
+            // One out-of-fold flip among 24 images is 4 pt: allow a few.
+            "--max-accuracy-drop",
+            "0.1",
+            // A mid-range threshold, so that int8 damage shows in decisions.
+            "--target-sensitivity",
+            "0.5",
+            "--json",
+            "--quiet",
+        ],
+    );
+    let train_args: Vec<&str> = train_args.iter().map(String::as_str).collect();
     let o = scanside(&train_args);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stderr = text(&o.stderr);
@@ -511,6 +525,74 @@ fn train_classify_and_evaluate_end_to_end() {
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
 
     check_retrain(dir.path(), &data, &model, &backbone, &cache);
+}
+
+/// A head that also reads left–right asymmetry: `train` exports it (and
+/// verifies it in tract, or fails), the graph pools both halves of the map,
+/// `explain` reads the head back and reproduces the model's output (or
+/// refuses), and the recipe is recorded in the model.
+#[test]
+fn asymmetry_features_export_verify_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_dataset(&data, 8);
+    let out = dir.path().join("run");
+    let args = train_args(
+        dir.path(),
+        &[
+            "--size",
+            "96",
+            "--views",
+            "0",
+            "--folds",
+            "2",
+            "--repeats",
+            "1",
+            "--hidden",
+            "16",
+            "--ensemble",
+            "2",
+            "--asymmetry",
+            "left-right",
+            "--no-quantize",
+            "--quiet",
+        ],
+    );
+    let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let model = out.join("model.onnx");
+    let proto =
+        scanside_shared::classifier::parse_onnx(&std::fs::read(&model).unwrap(), &model).unwrap();
+    let ops = op_counts(&proto);
+    assert_eq!(ops.get("Slice"), Some(&2), "{ops:?}");
+    assert_eq!(ops.get("Abs"), Some(&1), "{ops:?}");
+    // Average and max pooling of the whole map and of each half.
+    assert_eq!(ops.get("GlobalAveragePool"), Some(&3), "{ops:?}");
+    assert_eq!(ops.get("GlobalMaxPool"), Some(&3), "{ops:?}");
+    let meta = scanside::onnx_graph::metadata(&proto);
+    assert!(
+        meta.values()
+            .any(|v| v.contains("\"asymmetry\":\"left_right\"")),
+        "the recipe is recorded: {meta:?}"
+    );
+
+    let image = std::fs::read_dir(data.join("yes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("broken scan.jpg"))
+        .unwrap();
+    let o = scanside(&[
+        "explain",
+        "--model",
+        s(&model),
+        "--out",
+        s(&dir.path().join("explain")),
+        "--json",
+        s(&image),
+    ]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let line: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert!(line["overlay"].is_string(), "{line}");
 }
 
 /// `scanside retrain` on the model `train` wrote: recipe flags not given

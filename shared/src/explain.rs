@@ -19,6 +19,12 @@
 //! times `1 / (1 + pooled)` behind the `ln(1 + x)` transform). The tests check
 //! these gradients against finite differences of the head itself.
 //!
+//! A head may also read the brain's left–right asymmetry: the same poolings
+//! over the left and right halves of the map's columns ([`half_columns`]),
+//! each transformed, and `|left − right|` appended to the pooled vector (an
+//! [`ASYMMETRY_NODE`] in the graph). Its gradient goes to the half each
+//! value came from, signed by which side was larger.
+//!
 //! The head's weights are read back from the model file (the exporter's
 //! `scanside/dense{l}/W` and `/b` initializers and its pooling nodes), and
 //! [`crate::classifier::Classifier::explain_bytes`] refuses to draw a map if
@@ -49,6 +55,16 @@ pub const LOG1P_NODE: &str = "scanside/log1p";
 /// training rows.
 pub fn log1p_in_place(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
+}
+
+/// Name of the `Abs` node that computes the exporter's left–right
+/// asymmetry features, when the model has them.
+pub const ASYMMETRY_NODE: &str = "scanside/asymmetry";
+
+/// The column ranges of the left and right halves of a map `width` wide
+/// (the middle column of an odd width belongs to neither).
+pub fn half_columns(width: usize) -> [std::ops::Range<usize>; 2] {
+    [0..width / 2, width - width / 2..width]
 }
 
 /// One global pooling of the feature map, in the order the head reads them.
@@ -120,6 +136,22 @@ impl FeatureMap {
     fn channel(&self, k: usize) -> &[f32] {
         &self.data[k * self.positions()..(k + 1) * self.positions()]
     }
+
+    /// The sub-map of columns `cols` (all rows, all channels).
+    pub fn columns(&self, cols: std::ops::Range<usize>) -> FeatureMap {
+        let data = self
+            .data
+            .chunks_exact(self.width)
+            .flat_map(|row| &row[cols.clone()])
+            .copied()
+            .collect();
+        FeatureMap {
+            channels: self.channels,
+            height: self.height,
+            width: cols.len(),
+            data,
+        }
+    }
 }
 
 /// The pooling and dense head of a scanside model, read back from its file.
@@ -130,10 +162,22 @@ pub struct DenseHead {
     /// Whether the pooled vector goes through `ln(1 + x)` before the dense
     /// layers (a [`LOG1P_NODE`] node in the graph).
     pub log1p: bool,
+    /// Whether `|left − right|` of the transformed half-map poolings
+    /// follows the global ones (an [`ASYMMETRY_NODE`] in the graph).
+    pub asymmetry: bool,
     /// The dense layers; ReLU between them, softmax after the last.
     pub layers: Vec<Dense>,
     /// Name of the feature-map tensor the poolings read (channels first).
     pub feature_tensor: String,
+}
+
+/// The evidence's gradient with respect to the (untransformed) poolings of
+/// one region of the map.
+struct Region {
+    /// The map's columns the region covers (all rows).
+    columns: std::ops::Range<usize>,
+    /// `∂ evidence / ∂ pooled`, pooling-major like the head's input.
+    gradient: Vec<f32>,
 }
 
 /// The head's forward pass on one feature map, kept for back-propagation.
@@ -215,20 +259,23 @@ impl DenseHead {
                 bias,
             });
         }
+        let asymmetry = node(ASYMMETRY_NODE).is_some();
+        let blocks = if asymmetry { 2 } else { 1 };
         match layers.last() {
             None => Err(bad("no scanside/dense0 layer".into())),
             Some(last) if last.outputs != 2 => Err(bad(format!(
                 "the last layer has {} outputs, expected 2 classes",
                 last.outputs
             ))),
-            Some(_) if !layers[0].inputs.is_multiple_of(pools.len()) => Err(bad(format!(
+            Some(_) if !layers[0].inputs.is_multiple_of(pools.len() * blocks) => Err(bad(format!(
                 "the first layer's {} inputs do not split into {} poolings",
                 layers[0].inputs,
-                pools.len()
+                pools.len() * blocks
             ))),
             Some(_) => Ok(DenseHead {
                 pools,
                 log1p: node(LOG1P_NODE).is_some(),
+                asymmetry,
                 layers,
                 feature_tensor,
             }),
@@ -237,12 +284,19 @@ impl DenseHead {
 
     /// Channels the head expects in the feature map.
     pub fn channels(&self) -> usize {
-        self.layers[0].inputs / self.pools.len()
+        self.layers[0].inputs / (self.pools.len() * self.blocks())
+    }
+
+    /// Blocks of pooled values: the global poolings, then (with asymmetry)
+    /// the `|left − right|` ones.
+    fn blocks(&self) -> usize {
+        if self.asymmetry { 2 } else { 1 }
     }
 
     fn check(&self, map: &FeatureMap) -> Result<()> {
         if map.channels != self.channels()
             || map.positions() == 0
+            || (self.asymmetry && map.width < 2)
             || map.data.len() != map.channels * map.positions()
         {
             return Err(Error::Inference(format!(
@@ -259,7 +313,22 @@ impl DenseHead {
     /// Per-channel pooled features, in the order the head reads them, after
     /// the feature transform.
     pub fn pooled(&self, map: &FeatureMap) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.layers[0].inputs);
+        let mut out = self.pooled_block(map);
+        if self.asymmetry {
+            let [left, right] = self.half_blocks(map);
+            out.extend(left.iter().zip(&right).map(|(l, r)| (l - r).abs()));
+        }
+        out
+    }
+
+    /// The transformed poolings of the left and right halves.
+    fn half_blocks(&self, map: &FeatureMap) -> [Vec<f32>; 2] {
+        half_columns(map.width).map(|cols| self.pooled_block(&map.columns(cols)))
+    }
+
+    /// The global poolings of `map`, transformed.
+    fn pooled_block(&self, map: &FeatureMap) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.pools.len() * map.channels);
         for pool in &self.pools {
             out.extend((0..map.channels).map(|k| {
                 let c = map.channel(k);
@@ -309,8 +378,9 @@ impl DenseHead {
     }
 
     /// `∂ evidence / ∂ pooled features` (before the transform), by
-    /// back-propagation.
-    fn pooled_gradient(&self, forward: &Forward, class: usize) -> Vec<f32> {
+    /// back-propagation: one gradient block per pooled region of the map
+    /// (all columns; then, with asymmetry, the left and the right half).
+    fn pooled_gradient(&self, map: &FeatureMap, forward: &Forward, class: usize) -> Vec<Region> {
         let mut g = vec![0.0f32; 2];
         g[class] = 1.0;
         g[1 - class] = -1.0;
@@ -325,28 +395,63 @@ impl DenseHead {
                 }
             }
         }
-        if self.log1p {
-            // d ln(1 + p) / dp = 1 / (1 + p) = exp(−ln(1 + p)).
-            for (gj, t) in g.iter_mut().zip(&forward.activations[0]) {
-                *gj *= (-t).exp();
-            }
+        // d ln(1 + p) / dp = 1 / (1 + p) = exp(−ln(1 + p)), from the
+        // transformed value t.
+        let transform_slope = |t: f32| if self.log1p { (-t).exp() } else { 1.0 };
+        let width = self.pools.len() * map.channels;
+        let asymmetry = g.split_off(width);
+        for (gj, &t) in g.iter_mut().zip(&forward.activations[0]) {
+            *gj *= transform_slope(t);
         }
-        g
+        let mut regions = vec![Region {
+            columns: 0..map.width,
+            gradient: g,
+        }];
+        if self.asymmetry {
+            // |l − r| passes its gradient to l with the sign of l − r, and
+            // to r with the opposite sign (none where they are equal).
+            let [left, right] = self.half_blocks(map);
+            let sign = |j: usize| match left[j] - right[j] {
+                d if d > 0.0 => 1.0,
+                d if d < 0.0 => -1.0,
+                _ => 0.0,
+            };
+            let [left_cols, right_cols] = half_columns(map.width);
+            regions.push(Region {
+                columns: left_cols,
+                gradient: (0..width)
+                    .map(|j| asymmetry[j] * sign(j) * transform_slope(left[j]))
+                    .collect(),
+            });
+            regions.push(Region {
+                columns: right_cols,
+                gradient: (0..width)
+                    .map(|j| -asymmetry[j] * sign(j) * transform_slope(right[j]))
+                    .collect(),
+            });
+        }
+        regions
     }
 
     /// `∂ evidence / ∂ A` for every value of the feature map (same layout).
     pub fn feature_gradient(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
         self.check(map)?;
-        let g = self.pooled_gradient(&self.forward(map), class);
+        let regions = self.pooled_gradient(map, &self.forward(map), class);
         let n = map.positions();
         let mut out = vec![0.0f32; map.data.len()];
-        for (p, pool) in self.pools.iter().enumerate() {
-            for k in 0..map.channels {
-                let gk = g[p * map.channels + k];
-                let cell = &mut out[k * n..(k + 1) * n];
-                match pool {
-                    Pool::Average => cell.iter_mut().for_each(|v| *v += gk / n as f32),
-                    Pool::Max => cell[arg_max(map.channel(k))] += gk,
+        for region in &regions {
+            let sub = map.columns(region.columns.clone());
+            let cells = sub.positions();
+            // Position in `map` of position `i` of `sub`.
+            let at = |i: usize| (i / sub.width) * map.width + region.columns.start + i % sub.width;
+            for (p, pool) in self.pools.iter().enumerate() {
+                for k in 0..map.channels {
+                    let gk = region.gradient[p * map.channels + k];
+                    let cell = &mut out[k * n..(k + 1) * n];
+                    match pool {
+                        Pool::Average => (0..cells).for_each(|i| cell[at(i)] += gk / cells as f32),
+                        Pool::Max => cell[at(arg_max(sub.channel(k)))] += gk,
+                    }
                 }
             }
         }
@@ -356,12 +461,19 @@ impl DenseHead {
     /// Grad-CAM channel weights `α_k = mean_ij ∂ evidence / ∂A_kij`.
     pub fn channel_weights(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
         self.check(map)?;
-        let g = self.pooled_gradient(&self.forward(map), class);
+        let regions = self.pooled_gradient(map, &self.forward(map), class);
         let n = map.positions() as f32;
+        // Each pooling of a region hands its gradient to the map once in
+        // total (spread by averaging, or to one cell by max).
         Ok((0..map.channels)
             .map(|k| {
-                (0..self.pools.len())
-                    .map(|p| g[p * map.channels + k])
+                regions
+                    .iter()
+                    .map(|r| {
+                        (0..self.pools.len())
+                            .map(|p| r.gradient[p * map.channels + k])
+                            .sum::<f32>()
+                    })
                     .sum::<f32>()
                     / n
             })
@@ -505,7 +617,16 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn random_head(rng: &mut rand_chacha::ChaCha8Rng, pools: Vec<Pool>, c: usize) -> DenseHead {
-        let dims = [c * pools.len(), 6, 5, 2];
+        random_head_reading(rng, pools, c, false)
+    }
+
+    fn random_head_reading(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        pools: Vec<Pool>,
+        c: usize,
+        asymmetry: bool,
+    ) -> DenseHead {
+        let dims = [c * pools.len() * if asymmetry { 2 } else { 1 }, 6, 5, 2];
         let layers = dims
             .windows(2)
             .map(|d| Dense {
@@ -520,6 +641,7 @@ mod tests {
         DenseHead {
             pools,
             log1p: false,
+            asymmetry,
             layers,
             feature_tensor: "features".into(),
         }
@@ -555,15 +677,18 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_for_every_pooling() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (pools, log1p) in [
-            (vec![Pool::Average], false),
-            (vec![Pool::Max], false),
-            (vec![Pool::Average, Pool::Max], false),
-            (vec![Pool::Average, Pool::Max], true),
+        for (pools, log1p, asymmetry) in [
+            (vec![Pool::Average], false, false),
+            (vec![Pool::Max], false, false),
+            (vec![Pool::Average, Pool::Max], false, false),
+            (vec![Pool::Average, Pool::Max], true, false),
+            (vec![Pool::Average], false, true),
+            (vec![Pool::Max], true, true),
+            (vec![Pool::Average, Pool::Max], true, true),
         ] {
             let head = DenseHead {
                 log1p,
-                ..random_head(&mut rng, pools.clone(), 4)
+                ..random_head_reading(&mut rng, pools.clone(), 4, asymmetry)
             };
             let map = random_map(&mut rng, 4);
             for class in 0..2 {
@@ -574,7 +699,7 @@ mod tests {
                     let fd = directional(&head, &map, class, &e);
                     assert!(
                         (fd - grad[idx]).abs() < 2e-3,
-                        "{pools:?} log1p {log1p} class {class} index {idx}: analytic {} vs finite difference {fd}",
+                        "{pools:?} log1p {log1p} asymmetry {asymmetry} class {class} index {idx}: analytic {} vs finite difference {fd}",
                         grad[idx]
                     );
                 }
@@ -584,7 +709,10 @@ mod tests {
                     let mut e = vec![0.0; map.data.len()];
                     e[k * 12..(k + 1) * 12].iter_mut().for_each(|v| *v = 1.0);
                     let fd = directional(&head, &map, class, &e) / 12.0;
-                    assert!((fd - a).abs() < 2e-3, "{pools:?} α_{k}: {a} vs {fd}");
+                    assert!(
+                        (fd - a).abs() < 2e-3,
+                        "{pools:?} asymmetry {asymmetry} α_{k}: {a} vs {fd}"
+                    );
                 }
             }
         }
@@ -609,6 +737,7 @@ mod tests {
         let head = DenseHead {
             pools: vec![Pool::Average],
             log1p: false,
+            asymmetry: false,
             layers: vec![Dense {
                 inputs: 1,
                 outputs: 2,
