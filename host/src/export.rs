@@ -7,17 +7,19 @@
 //! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten (→ Add 1 → Log)
 //! → (Gemm → Relu)* → Gemm → Softmax`; with left–right asymmetry, the same
 //! pooling branch also runs on the map's left and right halves (`Slice`),
-//! and `Abs(left − right)` is concatenated after the global branch. An ensemble head arrives already
-//! merged into one network ([`crate::head::merge`]).
+//! and `Abs(left − right)` is concatenated after the global branch. An
+//! ensemble head arrives already merged into one network
+//! ([`crate::head::merge`]).
 //! Before anything is written, [`verify`] runs the exported bytes in tract on
 //! every training image and compares with the in-memory pipeline.
 
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use tract_onnx::pb::GraphProto;
 
 use scanside_shared::classifier::Classifier;
-use scanside_shared::explain::{ASYMMETRY_NODE, LOG1P_NODE, half_columns};
+use scanside_shared::explain::{ASYMMETRY_NODE, half_columns};
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
 
@@ -28,7 +30,6 @@ use crate::onnx_graph::{
     self, DimSpec, attr_int, attr_ints, f32_tensor, i64_tensor, node, value_info,
 };
 use crate::{Error, Result};
-use tract_onnx::pb::GraphProto;
 
 /// Name of the exported graph's output.
 pub const OUTPUT_NAME: &str = "probabilities";
@@ -183,36 +184,33 @@ fn pooled_branch(
     prefix: &str,
     output: &str,
 ) {
-    let pool = |op: &str, kind: &str| {
-        let name = format!("{prefix}/{kind}");
-        (
-            node(op, &format!("{name}_pool"), &[input], &[&name], vec![]),
-            name,
-        )
+    let pools: &[(&str, &str)] = match recipe.pooling {
+        Pooling::Avg => &[("GlobalAveragePool", "avg")],
+        Pooling::Max => &[("GlobalMaxPool", "max")],
+        Pooling::AvgMax => &[("GlobalAveragePool", "avg"), ("GlobalMaxPool", "max")],
     };
-    let pooled4d = match recipe.pooling {
-        Pooling::Avg | Pooling::Max => {
-            let (n, name) = if recipe.pooling == Pooling::Avg {
-                pool("GlobalAveragePool", "avg")
-            } else {
-                pool("GlobalMaxPool", "max")
-            };
-            graph.node.push(n);
+    let pooled: Vec<String> = pools
+        .iter()
+        .map(|(op, kind)| {
+            let name = format!("{prefix}/{kind}");
+            let pool = format!("{name}_pool");
+            graph.node.push(node(op, &pool, &[input], &[&name], vec![]));
             name
-        }
-        Pooling::AvgMax => {
-            let (avg, avg_name) = pool("GlobalAveragePool", "avg");
-            let (max, max_name) = pool("GlobalMaxPool", "max");
-            graph.node.extend([avg, max]);
-            let both = format!("{prefix}/pooled4d");
+        })
+        .collect();
+    let pooled4d = match &pooled[..] {
+        [one] => one.clone(),
+        both => {
+            let concat = format!("{prefix}/pooled4d");
+            let inputs: Vec<&str> = both.iter().map(String::as_str).collect();
             graph.node.push(node(
                 "Concat",
                 &format!("{prefix}/concat_pools"),
-                &[&avg_name, &max_name],
-                &[&both],
+                &inputs,
+                &[&concat],
                 vec![attr_int("axis", 1)],
             ));
-            both
+            concat
         }
     };
     let flat = match recipe.transform {
@@ -232,12 +230,9 @@ fn pooled_branch(
         graph
             .node
             .push(node("Add", &one_plus, &[&flat, &one], &[&one_plus], vec![]));
-        // The global branch's Log is the node explain looks for.
-        let log = if prefix == "scanside" {
-            LOG1P_NODE.to_string()
-        } else {
-            format!("{prefix}/log1p")
-        };
+        // For the global branch (`scanside`) this is `LOG1P_NODE`, the node
+        // explain looks for.
+        let log = format!("{prefix}/log1p");
         graph
             .node
             .push(node("Log", &log, &[&one_plus], &[output], vec![]));

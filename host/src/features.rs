@@ -274,6 +274,13 @@ pub enum Asymmetry {
     LeftRight,
 }
 
+impl Asymmetry {
+    /// `true` for [`Asymmetry::None`].
+    pub fn is_none(&self) -> bool {
+        *self == Asymmetry::None
+    }
+}
+
 /// The head's input for one feature map, exactly as the exported graph
 /// computes it up to [`crate::export::POOLED_NAME`]: the transformed
 /// poolings of the whole map, then, with [`Asymmetry::LeftRight`],

@@ -32,9 +32,10 @@ pub struct HeadConfig {
     /// recorded before it existed: `none`).
     #[serde(default)]
     pub transform: FeatureTransform,
-    /// Left–right asymmetry features after the global ones (absent in
-    /// recipes recorded before it existed: `none`).
-    #[serde(default)]
+    /// Left–right asymmetry features after the global ones. Absent in
+    /// recipes recorded before it existed, and not recorded when `none`, so
+    /// a model without it keeps the bytes (and id) it had before: `none`.
+    #[serde(default, skip_serializing_if = "Asymmetry::is_none")]
     pub asymmetry: Asymmetry,
     /// Members of the ensemble: heads trained with different seeds (and
     /// validation splits) whose logits are averaged. The average is exact
@@ -697,6 +698,31 @@ mod tests {
             })
             .collect();
         assert_eq!(fitted.layers, merge(members).layers);
+    }
+
+    /// Recipes recorded before `transform`, `ensemble` and `asymmetry`
+    /// existed read back with them off; the default recipe records no
+    /// `asymmetry` (so its models keep their bytes and ids), a recipe that
+    /// uses it does, and both round-trip.
+    #[test]
+    fn recipes_record_only_what_they_use_and_old_ones_still_read() {
+        let mut old = serde_json::to_value(HeadConfig::default()).unwrap();
+        assert!(old.get("asymmetry").is_none(), "{old}");
+        for key in ["transform", "ensemble"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let read: HeadConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(read.transform, FeatureTransform::None);
+        assert_eq!(read.ensemble, 1);
+        assert_eq!(read.asymmetry, Asymmetry::None);
+
+        let with = HeadConfig {
+            asymmetry: Asymmetry::LeftRight,
+            ..HeadConfig::default()
+        };
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["asymmetry"], "left_right");
+        assert_eq!(serde_json::from_value::<HeadConfig>(json).unwrap(), with);
     }
 
     #[test]
