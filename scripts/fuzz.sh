@@ -19,14 +19,17 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(preprocess audit_log device_config model_metadata bundle)
+all=(preprocess audit_log device_config model_metadata bundle)
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 work=${SCANSIDE_FUZZ_DIR:-$HOME/.cache/scanside/fuzz}
 data=${SCANSIDE_SHARED:-../shared}/data
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 
-for t in "${targets[@]}"; do mkdir -p "$work/$t"; done
+# Every corpus folder, also when running a few targets: the seeding below
+# fills several of them.
+for t in "${all[@]}" "${targets[@]}"; do mkdir -p "$work/$t"; done
 # Seeds (copies in the working corpus outside the checkout; the data stay
 # where they are).
 # (awk, not head: under pipefail an early-closing pipe fails the script)

@@ -113,12 +113,22 @@ struct DecodeFacts {
 }
 
 impl DecodeFacts {
-    /// A record, or `None` if it is missing or unreadable (then the file
-    /// is decoded again).
-    fn read(path: &Path) -> Option<DecodeFacts> {
+    /// The record of a decode's results.
+    fn json(phash: &ImageHash, (width, height): (u32, u32)) -> Vec<u8> {
+        let facts = DecodeFacts {
+            phash: phash.to_base64(),
+            width,
+            height,
+        };
+        serde_json::to_vec(&facts).expect("serialises")
+    }
+
+    /// A record's hash and dimensions, or `None` if it is missing or
+    /// unreadable (then the file is decoded again).
+    fn read(path: &Path) -> Option<(ImageHash, (u32, u32))> {
         let facts: DecodeFacts = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        ImageHash::<Box<[u8]>>::from_base64(&facts.phash).ok()?;
-        Some(facts)
+        let phash = ImageHash::from_base64(&facts.phash).ok()?;
+        Some((phash, (facts.width, facts.height)))
     }
 }
 
@@ -192,30 +202,25 @@ impl Dataset {
                         &format!("{sha256}|{:?}|{PHASH_RECIPE}", opts.limits),
                     )
                 });
-                let facts = match record.as_deref().and_then(DecodeFacts::read) {
-                    Some(facts) => facts,
+                let (phash, dims) = match record.as_deref().and_then(DecodeFacts::read) {
+                    Some(known) => known,
                     None => {
                         let image = decode(&bytes, &path, &opts.limits)
                             .map_err(|e| skip(reason_only(&e)))?;
-                        let facts = DecodeFacts {
-                            phash: hasher.hash_image(&image).to_base64(),
-                            width: image.width(),
-                            height: image.height(),
-                        };
+                        let (phash, dims) =
+                            (hasher.hash_image(&image), (image.width(), image.height()));
                         if let Some(record) = &record {
                             // Only a speed-up: a cache that cannot be written
                             // (read-only, full) must not stop the scan.
-                            let json = serde_json::to_vec(&facts).expect("serialises");
-                            let _ = write_atomically(record, &json);
+                            let _ = write_atomically(record, &DecodeFacts::json(&phash, dims));
                         }
-                        facts
+                        (phash, dims)
                     }
                 };
                 Ok(Item {
                     sha256,
-                    phash: ImageHash::from_base64(&facts.phash)
-                        .map_err(|e| skip(format!("perceptual hash: {e:?}")))?,
-                    dims: (facts.width, facts.height),
+                    phash,
+                    dims,
                     path: path.clone(),
                     label,
                 })
