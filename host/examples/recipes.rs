@@ -116,16 +116,15 @@ fn main() {
         ),
     ];
     // The default with one setting changed: how flat the optimum is.
-    let variant = |name: &'static str, head: HeadConfig| (name, head);
     let variants = [
-        variant(
+        (
             "default, lr 3e-4",
             HeadConfig {
                 learning_rate: 3e-4,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, lr 3e-4, patience 10",
             HeadConfig {
                 learning_rate: 3e-4,
@@ -133,49 +132,49 @@ fn main() {
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, 10 members",
             HeadConfig {
                 ensemble: 10,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, hidden 512",
             HeadConfig {
                 hidden: vec![512],
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, batch 32",
             HeadConfig {
                 batch_size: 32,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, batch 128",
             HeadConfig {
                 batch_size: 128,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, dropout 0.8",
             HeadConfig {
                 dropout: 0.8,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, weight decay 1e-2",
             HeadConfig {
                 weight_decay: 1e-2,
                 ..d.clone()
             },
         ),
-        variant(
+        (
             "default, validation 25 %",
             HeadConfig {
                 validation_fraction: 0.25,

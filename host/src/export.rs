@@ -88,8 +88,11 @@ pub fn build(
         graph
             .initializer
             .push(i64_tensor("scanside/width_axis", &[3]));
-        let halves = half_columns(feature_width);
-        for (side, cols) in ["left", "right"].into_iter().zip(halves) {
+        let mut halves = Vec::new();
+        for (side, cols) in ["left", "right"]
+            .into_iter()
+            .zip(half_columns(feature_width))
+        {
             let (starts, ends) = (
                 format!("scanside/{side}/start"),
                 format!("scanside/{side}/end"),
@@ -109,12 +112,14 @@ pub fn build(
                 vec![],
             ));
             let prefix = format!("scanside/{side}");
-            pooled_branch(graph, recipe, &half, &prefix, &format!("{prefix}/pooled"));
+            let pooled = format!("{prefix}/pooled");
+            pooled_branch(graph, recipe, &half, &prefix, &pooled);
+            halves.push(pooled);
         }
         graph.node.push(node(
             "Sub",
             "scanside/left_minus_right",
-            &["scanside/left/pooled", "scanside/right/pooled"],
+            &[&halves[0], &halves[1]],
             &["scanside/left_minus_right"],
             vec![],
         ));
