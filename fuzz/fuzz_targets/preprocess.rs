@@ -1,6 +1,12 @@
 //! The shared decode → RGB → resize → normalise path on arbitrary bytes,
-//! as an image file and as a `.dcm` file: never a panic; a result is a
-//! tensor of the right size with finite values.
+//! as an image file and as a `.dcm` file: never a panic that escapes it; a
+//! result is a tensor of the right size with finite values.
+//!
+//! libfuzzer-sys installs a panic hook that aborts at once, even for a
+//! panic the code under test catches on purpose (`shared/src/dicom.rs`
+//! catches dicom-rs decoder panics and reports the file). The target puts
+//! the default hook back: an escaping panic still reaches libfuzzer-sys's
+//! `catch_unwind` and aborts as a finding, with its message and backtrace.
 #![no_main]
 
 use std::path::Path;
@@ -8,7 +14,10 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use scanside_shared::preprocess::{DecodeLimits, PreprocessSpec, preprocess_bytes};
 
+static DEFAULT_PANIC_HOOK: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    DEFAULT_PANIC_HOOK.call_once(|| drop(std::panic::take_hook()));
     // Small limits keep each run fast; the logic is the same.
     let limits = DecodeLimits {
         max_side: 2048,

@@ -273,9 +273,23 @@ pub fn decode_dicom(
             )));
         }
     };
-    let pixels = obj
-        .decode_pixel_data_frame(index)
-        .map_err(|e| decode_err(format!("pixel data: {}", first_line(&e))))?;
+    // dicom-rs's decoders can panic on malformed compressed data (fuzzing
+    // found an RLE segment that decodes short: an index past its end in
+    // dicom-transfer-syntax-registry 0.10.1). A bad file must be an error
+    // naming it, not the end of the process; `obj` is only read, so nothing
+    // is left half-changed by an unwind.
+    let pixels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        obj.decode_pixel_data_frame(index)
+    }))
+    .map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        decode_err(format!("pixel data: the DICOM decoder failed ({why})"))
+    })?
+    .map_err(|e| decode_err(format!("pixel data: {}", first_line(&e))))?;
 
     let (image, voi) = if header.samples_per_pixel == 1 {
         let (image, voi) = window_grey(&obj, &pixels, &header).map_err(decode_err)?;

@@ -263,3 +263,49 @@ fn a_value_length_beyond_the_end_of_the_file_is_an_error() {
         );
     }
 }
+
+/// From fuzzing (`scripts/fuzz.sh 1800 preprocess`, 2026-11-27): an RLE
+/// Lossless object whose segment decodes to fewer bytes than the image
+/// needs. dicom-transfer-syntax-registry 0.10.1's RLE reader then indexes
+/// past the decoded segment and panics; the decoder must turn that into an
+/// error naming the file (the device classifies the next scan; the host
+/// skips the file), not take the process down. Built from the team's RLE
+/// sample, read in place: its first segment's PackBits bytes become
+/// no-ops (`0x80`), which decode to nothing.
+#[test]
+fn a_short_rle_segment_is_an_error_not_a_panic() {
+    let mut file = std::fs::read(team_samples().join("MR_small_RLE.dcm")).unwrap();
+    // Pixel Data (7FE0,0010) OB with undefined length, then the basic
+    // offset table item and the first fragment item (FFFE,E000).
+    let find = |from: usize, pattern: &[u8]| {
+        from + file[from..]
+            .windows(pattern.len())
+            .position(|w| w == pattern)
+            .expect("pattern in the RLE sample")
+    };
+    let pixel_data = find(0, &[0xE0, 0x7F, 0x10, 0x00, b'O', b'B']);
+    let item = [0xFE, 0xFF, 0x00, 0xE0];
+    let offset_table = find(pixel_data, &item);
+    let table_len =
+        u32::from_le_bytes(file[offset_table + 4..offset_table + 8].try_into().unwrap());
+    let fragment_item = find(offset_table + 8 + table_len as usize, &item);
+    let fragment = fragment_item + 8;
+    let offset = |i: usize| {
+        let at = fragment + 4 + 4 * i;
+        u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize
+    };
+    let segment = fragment + offset(0)..fragment + offset(1);
+    assert!(segment.len() > 16, "the sample's first RLE segment");
+    file[segment].fill(0x80);
+
+    let err = decode_dicom(
+        &file,
+        Path::new("short segment.dcm"),
+        &DecodeLimits::default(),
+        FrameChoice::Middle,
+    )
+    .expect_err("a segment shorter than the image");
+    let msg = err.to_string();
+    assert!(msg.contains("short segment.dcm"), "{msg}");
+    assert!(msg.contains("pixel data"), "{msg}");
+}
