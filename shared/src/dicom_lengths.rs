@@ -49,23 +49,35 @@ impl Encoding {
     }
 }
 
-/// VRs with a 2-byte reserved field and a 4-byte length in explicit VR.
+/// Whether an explicit-VR header has a 2-byte reserved field and a 4-byte
+/// length, read as the parser reads it: every VR but the short ones of
+/// PS3.5 7.1.2, and any two bytes that are not a VR at all, which the
+/// parser takes for `UN` (fuzzing found a file whose garbage VR the walker
+/// read as short while the parser read a 4 GB length).
 fn long_length(vr: [u8; 2]) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+    use VR::*;
+    !matches!(
+        VR::from_binary(vr).unwrap_or(UN),
+        AE | AS
+            | AT
+            | CS
+            | DA
+            | DS
+            | DT
+            | FL
+            | FD
+            | IS
+            | LO
+            | LT
+            | PN
+            | SH
+            | SL
+            | SS
+            | ST
+            | TM
+            | UI
+            | UL
+            | US
     )
 }
 
@@ -244,6 +256,20 @@ mod tests {
         bad[at..at + 4].copy_from_slice(&0xAD4C_0000u32.to_le_bytes());
         let e = check_data_set(&bad, Encoding::ExplicitLittle).unwrap_err();
         assert!(e.contains("(7FE0,0010)") && e.contains("2907439104"), "{e}");
+    }
+
+    /// Two bytes that are no VR: the parser reads a reserved field and a
+    /// 4-byte length (as for `UN`), so the walker must too.
+    #[test]
+    fn an_unknown_vr_has_a_long_length_as_the_parser_reads_it() {
+        let mut bad = vec![0x09, 0x00, 0x10, 0x00, 0x01, 0x63, 0, 0];
+        bad.extend(0xFB00_0000u32.to_le_bytes());
+        bad.extend([7u8; 16]);
+        let e = check_data_set(&bad, Encoding::ExplicitLittle).unwrap_err();
+        assert!(e.contains("(0009,0010)") && e.contains("4211081216"), "{e}");
+        let mut good = bad.clone();
+        good[8..12].copy_from_slice(&16u32.to_le_bytes());
+        check_data_set(&good, Encoding::ExplicitLittle).unwrap();
     }
 
     #[test]
