@@ -37,6 +37,11 @@ def main() -> None:
     spec = json.loads(meta["scanside.preprocessing"])
     if spec["normalisation"] != "caffe_bgr_mean" or spec["layout"] != "nhwc":
         sys.exit(f"ort_latency.py handles NHWC caffe models only, not {spec}")
+    if spec.get("crop"):
+        # Timing only: the head crop (connected components) is not
+        # replicated here, so the tensor differs from scanside's a little;
+        # the inference column is what compares with tract.
+        print("ort_latency.py: preprocessing without the model's head crop", file=sys.stderr)
     size = spec["size"]
     labels = json.loads(meta["scanside.labels"])
     positive = labels.index(meta["scanside.positive_class"])

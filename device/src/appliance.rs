@@ -105,7 +105,7 @@ where
         let threshold = loaded.as_ref().map_or(0.5, |(_, m)| m.manifest.threshold);
         let controller = ControllerConfig {
             threshold,
-            uncertain_band: config.decision.uncertain_band,
+            uncertain_log_odds: config.decision.uncertain_log_odds,
             show_ms: config.timing.result_ms,
         };
         let mut panel = Panel::new(button, leds, clock, polarity, timing, controller);

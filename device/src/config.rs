@@ -19,7 +19,7 @@
 //! leds_active_low = false
 //!
 //! [decision]
-//! uncertain_band = 0.03                 # amber within ± this of the model's threshold
+//! uncertain_log_odds = 0.5             # amber within ± this of the threshold, in log-odds
 //!
 //! [timing]
 //! debounce_ms = 30
@@ -101,19 +101,27 @@ fn yes() -> bool {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionConfig {
-    /// Half-width of the amber band around the model's threshold.
+    /// Half-width of the amber band around the model's threshold, in
+    /// log-odds (`crate::controller::decide`): 0.5 puts the band around a
+    /// threshold of 0.045 at 0.028–0.072, around 0.027 at 0.017–0.044,
+    /// around 0.5 at 0.38–0.62.
     #[serde(default = "default_band")]
-    pub uncertain_band: f32,
+    pub uncertain_log_odds: f32,
+    /// The band in probability that `uncertain_log_odds` replaced: read
+    /// only to refuse it with what to write instead.
+    #[serde(default)]
+    uncertain_band: Option<f32>,
 }
 
 fn default_band() -> f32 {
-    0.03
+    0.5
 }
 
 impl Default for DecisionConfig {
     fn default() -> Self {
         DecisionConfig {
-            uncertain_band: default_band(),
+            uncertain_log_odds: default_band(),
+            uncertain_band: None,
         }
     }
 }
@@ -281,10 +289,18 @@ impl DeviceConfig {
                 "`model_sha256`: expected 64 hex digits, got {sha:?}"
             )));
         }
-        if !(0.0..0.5).contains(&c.decision.uncertain_band) {
+        if c.decision.uncertain_band.is_some() {
+            return Err(bad(
+                "`decision.uncertain_band` (a band in probability) is replaced by \
+                 `decision.uncertain_log_odds` (default 0.5): near a low threshold a band in \
+                 probability covered every no-tumour result"
+                    .into(),
+            ));
+        }
+        if !(0.0..=3.0).contains(&c.decision.uncertain_log_odds) {
             return Err(bad(format!(
-                "`decision.uncertain_band`: must be in [0, 0.5), got {}",
-                c.decision.uncertain_band
+                "`decision.uncertain_log_odds`: must be in [0, 3], got {}",
+                c.decision.uncertain_log_odds
             )));
         }
         let t = &c.timing;
@@ -404,7 +420,7 @@ red = 23
         assert!(p.button_active_low && !p.leds_active_low);
         assert_eq!(p.chip, PathBuf::from("/dev/gpiochip0"));
         assert_eq!(c.timing, Timing::default());
-        assert_eq!(c.decision.uncertain_band, 0.03);
+        assert_eq!(c.decision.uncertain_log_odds, 0.5);
         assert_eq!(c.dicom, None);
         let with_dicom = format!("{GOOD}[dicom]\ncalling_ae_titles = [\"MRI1\"]\n");
         let d = DeviceConfig::parse(&with_dicom, Path::new("device.toml"))
@@ -448,8 +464,13 @@ red = 23
         assert!(e.contains("`pins.green` and `pins.red`"), "{e}");
         let e = err(&GOOD.replace("red = 23", "red = 23\ndisagree = 17"));
         assert!(e.contains("`pins.button` and `pins.disagree`"), "{e}");
-        let e = err(&format!("{GOOD}[decision]\nuncertain_band = 0.7\n"));
-        assert!(e.contains("decision.uncertain_band"), "{e}");
+        let e = err(&format!("{GOOD}[decision]\nuncertain_log_odds = 3.5\n"));
+        assert!(e.contains("decision.uncertain_log_odds"), "{e}");
+        let e = err(&format!("{GOOD}[decision]\nuncertain_band = 0.03\n"));
+        assert!(
+            e.contains("replaced by `decision.uncertain_log_odds`"),
+            "{e}"
+        );
         let e = err(&format!("{GOOD}[timing]\npoll_ms = 0\n"));
         assert!(e.contains("timing.poll_ms"), "{e}");
         let e = err(&GOOD.replace("inbox = \"in\"\n", ""));

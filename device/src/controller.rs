@@ -27,8 +27,9 @@ use crate::leds::Pattern;
 pub struct ControllerConfig {
     /// The model's threshold on the tumour probability.
     pub threshold: f32,
-    /// Half-width of the amber "uncertain" band around the threshold.
-    pub uncertain_band: f32,
+    /// Half-width of the amber "uncertain" band around the threshold, in
+    /// log-odds (see [`decide`]).
+    pub uncertain_log_odds: f32,
     /// How long a result or an error stays lit.
     pub show_ms: u64,
 }
@@ -76,9 +77,18 @@ pub enum State {
     Acknowledged,
 }
 
-/// The decision for `probability` at `threshold` with an uncertain band.
-pub fn decide(probability: f32, threshold: f32, band: f32) -> Decision {
-    if (probability - threshold).abs() < band {
+/// The decision for `probability` at `threshold`: amber ("uncertain") when
+/// the two are within `band_log_odds` of each other in log-odds,
+/// `|logit(p) − logit(t)| < band`, else red at or above the threshold and
+/// green below it. A band in log-odds scales with the threshold: a triage
+/// model's threshold sits near 0 (0.045 for the shipped model, 0.027 for
+/// one trained with `--crop --asymmetry left-right`), where a fixed ±0.03
+/// in probability would turn every "no tumour" amber. A probability that is
+/// not a number is uncertain.
+pub fn decide(probability: f32, threshold: f32, band_log_odds: f32) -> Decision {
+    let logit = |p: f32| (f64::from(p) / (1.0 - f64::from(p))).ln();
+    if probability.is_nan() || (logit(probability) - logit(threshold)).abs() < band_log_odds.into()
+    {
         Decision::Uncertain
     } else if probability >= threshold {
         Decision::TumourSuspected
@@ -175,7 +185,7 @@ impl Controller {
                 let d = decide(
                     probability,
                     self.config.threshold,
-                    self.config.uncertain_band,
+                    self.config.uncertain_log_odds,
                 );
                 (State::Result(d), Some(d))
             }
@@ -222,18 +232,34 @@ mod tests {
 
     const CONFIG: ControllerConfig = ControllerConfig {
         threshold: 0.5,
-        uncertain_band: 0.1,
+        uncertain_log_odds: 0.4,
         show_ms: 1000,
     };
 
     #[test]
     fn decisions_around_the_threshold() {
-        assert_eq!(decide(0.95, 0.5, 0.1), Decision::TumourSuspected);
-        assert_eq!(decide(0.6, 0.5, 0.1), Decision::TumourSuspected);
-        assert_eq!(decide(0.55, 0.5, 0.1), Decision::Uncertain);
-        assert_eq!(decide(0.45, 0.5, 0.1), Decision::Uncertain);
-        assert_eq!(decide(0.39, 0.5, 0.1), Decision::NoTumour);
+        // logit(0.6) = 0.405, logit(0.55) = 0.201.
+        assert_eq!(decide(0.95, 0.5, 0.4), Decision::TumourSuspected);
+        assert_eq!(decide(0.6, 0.5, 0.4), Decision::TumourSuspected);
+        assert_eq!(decide(0.55, 0.5, 0.4), Decision::Uncertain);
+        assert_eq!(decide(0.45, 0.5, 0.4), Decision::Uncertain);
+        assert_eq!(decide(0.39, 0.5, 0.4), Decision::NoTumour);
         assert_eq!(decide(0.5, 0.5, 0.0), Decision::TumourSuspected);
+        assert_eq!(decide(f32::NAN, 0.5, 0.0), Decision::Uncertain);
+    }
+
+    /// At a triage threshold near 0 the band stays around the threshold:
+    /// a scan the model is sure of is green, not amber.
+    #[test]
+    fn a_low_threshold_keeps_its_band_narrow() {
+        let t = 0.027;
+        assert_eq!(decide(0.0, t, 0.5), Decision::NoTumour);
+        assert_eq!(decide(0.001, t, 0.5), Decision::NoTumour);
+        assert_eq!(decide(0.016, t, 0.5), Decision::NoTumour);
+        assert_eq!(decide(0.018, t, 0.5), Decision::Uncertain);
+        assert_eq!(decide(0.04, t, 0.5), Decision::Uncertain);
+        assert_eq!(decide(0.045, t, 0.5), Decision::TumourSuspected);
+        assert_eq!(decide(1.0, t, 0.5), Decision::TumourSuspected);
     }
 
     #[test]

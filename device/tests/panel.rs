@@ -30,7 +30,7 @@ impl Clock for FakeClock {
 
 const CONFIG: ControllerConfig = ControllerConfig {
     threshold: 0.107,
-    uncertain_band: 0.03,
+    uncertain_log_odds: 0.5,
     show_ms: 3000,
 };
 

@@ -183,6 +183,14 @@ enum AsymmetryArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CropArg {
+    /// The whole image.
+    None,
+    /// The largest bright region, with a small margin.
+    Head,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum PoolingArg {
     Avg,
     Max,
@@ -257,9 +265,10 @@ struct RecipeArgs {
     /// smallest within 0.5 pt of the best accuracy (e.g. 224,192,160).
     #[arg(long, value_delimiter = ',')]
     choose_size: Vec<u32>,
-    /// Crop each scan to the head (largest bright region) before resizing.
-    #[arg(long)]
-    crop: bool,
+    /// Crop each scan to the head (largest bright region) before resizing
+    /// (`--crop` alone: head), or use the whole image [default: none].
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "head")]
+    crop: Option<CropArg>,
     /// Augmented views per training image.
     #[arg(long, default_value_t = 2)]
     views: usize,
@@ -578,7 +587,12 @@ impl RecipeArgs {
         }
         opts.size = self.size;
         opts.size_candidates = self.choose_size;
-        opts.crop = self.crop.then(ContentCrop::default);
+        if let Some(crop) = self.crop {
+            opts.crop = match crop {
+                CropArg::Head => Some(ContentCrop::default()),
+                CropArg::None => None,
+            };
+        }
         opts.augmented_views = self.views;
         opts.folds = self.folds;
         opts.repeats = self.repeats;

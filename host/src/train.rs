@@ -21,7 +21,7 @@ use scanside_shared::preprocess::ContentCrop;
 
 use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
-use crate::features::{FeatureCache, extract_all, head_input};
+use crate::features::{Asymmetry, FeatureCache, extract_all, head_input};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
 use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
 use crate::metrics::{
@@ -446,6 +446,15 @@ fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared>
         opts.quiet,
     )?;
     watch.lap("features");
+    let map_width = extracted.maps.iter().flatten().map(|m| m.width).min();
+    if opts.head.asymmetry == Asymmetry::LeftRight && map_width.is_some_and(|w| w < 2) {
+        return Err(Error::Config(format!(
+            "--asymmetry left-right compares the left and right halves of the feature map, \
+             but at --size {} the backbone's map is 1 column wide; use a larger --size \
+             or --asymmetry none",
+            opts.size
+        )));
+    }
     Ok(Prepared {
         backbone,
         dataset,

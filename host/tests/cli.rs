@@ -531,12 +531,37 @@ fn train_classify_and_evaluate_end_to_end() {
 /// verifies it in tract, or fails), the graph pools both halves of the map,
 /// `explain` reads the head back and reproduces the model's output (or
 /// refuses), and the recipe is recorded in the model.
+/// Left–right asymmetry with the head crop trains, exports a graph with both
+/// halves' poolings that `train` verifies in tract, records its recipe and
+/// crop in the model, and explains; an input too small for two halves is
+/// refused with the way out.
 #[test]
-fn asymmetry_features_export_verify_and_explain() {
+fn asymmetry_and_crop_export_verify_and_explain() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     small_dataset(&data, 8);
     let out = dir.path().join("run");
+    let too_small = train_args(
+        dir.path(),
+        &[
+            "--size",
+            "32",
+            "--views",
+            "0",
+            "--asymmetry",
+            "left-right",
+            "--quiet",
+        ],
+    );
+    let o = scanside(&too_small.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("1 column wide") && stderr.contains("--asymmetry none"),
+        "{stderr}"
+    );
+    assert!(!out.join("model.onnx").exists());
+
     let args = train_args(
         dir.path(),
         &[
@@ -554,6 +579,7 @@ fn asymmetry_features_export_verify_and_explain() {
             "2",
             "--asymmetry",
             "left-right",
+            "--crop",
             "--no-quantize",
             "--quiet",
         ],
@@ -574,6 +600,15 @@ fn asymmetry_features_export_verify_and_explain() {
         meta.values()
             .any(|v| v.contains("\"asymmetry\":\"left_right\"")),
         "the recipe is recorded: {meta:?}"
+    );
+    let manifest = scanside_shared::manifest::ModelManifest::from_props(
+        meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest.preprocessing.crop,
+        Some(scanside_shared::preprocess::ContentCrop::default()),
+        "the model records the crop, so the device crops as training did"
     );
 
     let image = std::fs::read_dir(data.join("yes"))

@@ -266,6 +266,11 @@ pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
 pub fn crop_to_content(image: &RgbImage, crop: &ContentCrop) -> RgbImage {
     use imageproc::region_labelling::{Connectivity, connected_components};
     let (w, h) = image.dimensions();
+    // Nothing to crop in a line, and imageproc 0.27's labelling panics on a
+    // single bright pixel (its union-find is one label short).
+    if w < 2 || h < 2 {
+        return image.clone();
+    }
     let mask = image::GrayImage::from_fn(w, h, |x, y| {
         let p = image.get_pixel(x, y).0;
         image::Luma([if p.into_iter().max().unwrap_or(0) > crop.threshold {
@@ -482,6 +487,18 @@ mod tests {
     fn crop_keeps_an_all_dark_image_whole() {
         let img = RgbImage::from_pixel(20, 20, image::Rgb([10, 10, 10]));
         assert_eq!(crop_to_content(&img, &ContentCrop::default()), img);
+    }
+
+    /// imageproc 0.27's `connected_components` sizes its union-find one
+    /// short and panics on a single bright pixel; tiny images are kept
+    /// whole instead (found by `tests/tests/bad_input.rs`, which trains on a
+    /// 1 × 1 image).
+    #[test]
+    fn crop_keeps_one_pixel_and_one_line_images_whole() {
+        for (w, h) in [(1, 1), (1, 7), (7, 1)] {
+            let img = RgbImage::from_pixel(w, h, image::Rgb([200, 200, 200]));
+            assert_eq!(crop_to_content(&img, &ContentCrop::default()), img);
+        }
     }
 
     #[test]

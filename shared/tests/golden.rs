@@ -1,10 +1,11 @@
 //! Golden preprocessing tests: scanside's tensors against tensors computed
-//! independently with Pillow and numpy (`tests/golden/make_golden.py`).
+//! independently with Pillow and numpy (`tests/golden/make_golden.py`),
+//! with and without the head crop.
 
 use std::path::{Path, PathBuf};
 
 use scanside_shared::preprocess::{
-    DecodeLimits, Layout, Normalisation, PreprocessSpec, ResizeFilter, preprocess_file,
+    ContentCrop, DecodeLimits, Layout, Normalisation, PreprocessSpec, ResizeFilter, preprocess_file,
 };
 use serde::Deserialize;
 
@@ -17,6 +18,9 @@ struct Case {
     expected: String,
     exact: bool,
     tolerance_grey_levels: f32,
+    /// The head crop, when the case crops.
+    #[serde(default)]
+    crop: Option<ContentCrop>,
 }
 
 fn dir() -> PathBuf {
@@ -46,7 +50,7 @@ fn tensors_match_pillow_and_numpy() {
             other => panic!("unknown normalisation {other}"),
         };
         let spec = PreprocessSpec {
-            crop: None,
+            crop: case.crop,
             size: case.size,
             layout: if case.layout == "nchw" {
                 Layout::Nchw
@@ -86,6 +90,8 @@ fn tensors_match_pillow_and_numpy() {
         }
     }
     assert!(exact_cases >= 10);
+    let cropped = cases.iter().filter(|c| c.crop.is_some()).count();
+    assert!(cropped >= 6, "{cropped} cases with the head crop");
 }
 
 #[test]

@@ -6,7 +6,8 @@ It draws small synthetic scans (no real patient data), saves them in several
 formats and pixel types, and computes the tensor scanside must produce for
 each with Pillow and numpy only:
 
-  decode (Pillow) -> 8-bit RGB -> resize (Pillow BILINEAR) -> normalise (numpy)
+  decode (Pillow) -> 8-bit RGB -> [crop to the head] -> resize (Pillow BILINEAR)
+  -> normalise (numpy)
 
 The normalisations are written out here from their definitions:
   caffe       : BGR order, minus [103.939, 116.779, 123.68], no scaling
@@ -14,6 +15,13 @@ The normalisations are written out here from their definitions:
   unit        : RGB / 255
 16-bit samples are scaled to 8 bit as round(v / 257) (Pillow would clip).
 Alpha is dropped.
+The head crop is written out here from its definition (scanside's
+`ContentCrop`): foreground = brightest channel > threshold; the largest
+8-connected foreground region (ties: the one met first in raster order),
+found by a plain breadth-first search (`crop_reference.py`); its bounding box grown by
+floor(size * margin / 100) pixels each side, clipped to the image; the
+image kept whole if that region is under 1 % of it or the image is one
+pixel wide or high.
 
 Outputs: the images, one `<name>.<norm>.f32` (little-endian float32, in the
 stated layout) per case, and `golden.json` describing each case and how
@@ -24,6 +32,8 @@ import json
 
 import numpy as np
 from PIL import Image
+
+from crop_reference import crop_to_head
 
 SIZE = 32
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -69,18 +79,22 @@ def reference_rgb(path):
 cases = []
 
 
-def case(name, exact, tol=0.0, layout="nhwc", norms=("caffe", "torchvision", "unit")):
+def case(name, exact, tol=0.0, layout="nhwc", norms=("caffe", "torchvision", "unit"), crop=None):
     rgb, (w, h) = reference_rgb(name)
+    if crop is not None:
+        rgb = np.ascontiguousarray(crop_to_head(rgb, crop["threshold"], crop["margin_percent"]))
+        h, w = rgb.shape[:2]
     if (w, h) != (SIZE, SIZE):
         rgb = np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.BILINEAR))
     for norm in norms:
         t = normalise(rgb, norm)
         if layout == "nchw":
             t = np.transpose(t, (2, 0, 1))
-        out = f"{name}.{norm}.{layout}.f32"
+        out = f"{name}.{'crop.' if crop else ''}{norm}.{layout}.f32"
         t.astype("<f4").tofile(out)
         cases.append({"image": name, "size": SIZE, "layout": layout, "normalisation": norm,
-                      "expected": out, "exact": exact, "tolerance_grey_levels": tol})
+                      "expected": out, "exact": exact, "tolerance_grey_levels": tol,
+                      **({"crop": crop} if crop else {})})
 
 
 # Exact: lossless formats already at the model size.
@@ -108,6 +122,25 @@ case("rgb45x61 with spaces.png", False, 1.0)
 # Lossy decoding: libjpeg (Pillow) and zune-jpeg (image) differ slightly.
 Image.fromarray(rgb_phantom(SIZE, SIZE, 8).astype(np.uint8), "RGB").save("rgb32.JPG", quality=92)
 case("rgb32.JPG", False, 3.0)
+
+# Cropped to the head (scanside's default crop), then resampled.
+CROP = {"threshold": 45, "margin_percent": 2}
+# Grey: an off-centre head, a one-pixel frame, a speck of burnt-in text.
+scan = np.zeros((90, 120))
+scan[8:68, 20:70] = phantom(50, 60, 9)
+scan[0, :] = scan[-1, :] = scan[:, 0] = scan[:, -1] = 200
+scan[4:7, 110:114] = 255
+scan += np.random.default_rng(9).normal(0, 3, scan.shape)
+Image.fromarray(np.clip(scan, 0, 255).astype(np.uint8), "L").save("offcentre120x90.png")
+case("offcentre120x90.png", False, 1.0, crop=CROP)
+# RGB: the head bright in the red channel only (the brightest channel
+# counts); a larger blue patch below the threshold is background. A wider
+# margin than the default, so that a wrong margin shows.
+scan = np.zeros((131, 97, 3))
+scan[20:60, 5:90, 2] = 40
+scan[70:125, 30:80, 0] = phantom(50, 55, 10)
+Image.fromarray(np.clip(scan, 0, 255).astype(np.uint8), "RGB").save("red head 97x131.png")
+case("red head 97x131.png", False, 1.0, crop={**CROP, "margin_percent": 10})
 
 with open("golden.json", "w") as f:
     json.dump(cases, f, indent=1)
