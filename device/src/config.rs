@@ -103,7 +103,7 @@ fn yes() -> bool {
 pub struct DecisionConfig {
     /// Half-width of the amber band around the model's threshold, in
     /// log-odds (`crate::controller::decide`): 0.5 puts the band around a
-    /// threshold of 0.045 at 0.028–0.072, around 0.027 at 0.017–0.044,
+    /// threshold of 0.031 at 0.019–0.050, around 0.045 at 0.028–0.072,
     /// around 0.5 at 0.38–0.62.
     #[serde(default = "default_band")]
     pub uncertain_log_odds: f32,

@@ -137,7 +137,7 @@ fn lamps(line: &str) -> Option<(bool, bool, bool)> {
     Some((on[0], on[1], on[2]))
 }
 
-const SHIPPED_SHA256: &str = "aaab6ba1680b271bfe9e065e8525063100bdce4b1bb36d12d2f5079521ad0cd5";
+const SHIPPED_SHA256: &str = "a4f798d80063a870918fe3a62df2a73f460b33a3045ccec8e3caaa05bdfd5c07";
 
 #[test]
 fn run_classifies_on_a_press_pings_the_watchdog_and_stops_cleanly() {

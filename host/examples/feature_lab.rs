@@ -15,6 +15,8 @@
 //! #   scanside import-backbone --name block4 --out F \
 //! #     --cut-at functional_1/block4_pool_1/MaxPool2d:0 --layout nhwc --normalisation caffe
 //! # LAB_LOGIT=1: average members' logits instead of their probabilities
+//! # LAB_STANDARD_AUG=1: augmented views without cutout (`train`'s default
+//! #   before cutout; the README's lab table was measured so)
 //! ```
 use scanside::features::{Asymmetry, FeatureTransform, Pooling, head_input};
 use scanside::head::{HeadConfig, Samples, Stopping, fit};
@@ -120,6 +122,9 @@ fn main() {
     );
     opts.quiet = true;
     opts.augmented_views = 2;
+    if std::env::var("LAB_STANDARD_AUG").is_ok() {
+        opts.augmentation = scanside::augment::Augmentation::Standard;
+    }
     let prep = prepare(&opts).expect("features");
     let prep4 = std::env::var("LAB_B4").ok().map(|b| {
         let mut o = opts.clone();

@@ -2,8 +2,12 @@
 //! features (no export): the table "Choosing the head" in the README.
 //!
 //! ```sh
-//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--backbone F] [--only TEXT]
+//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--standard-augmentation] [--backbone F] [--only TEXT]
 //! ```
+//!
+//! Augmented views use `train`'s default (with cutout);
+//! `--standard-augmentation` uses the recipe every row measured before
+//! cutout became the default.
 use scanside::features::{Asymmetry, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::train::{TrainOptions, cross_validate, prepare};
@@ -24,6 +28,9 @@ fn main() {
     opts.quiet = true;
     opts.crop = args.iter().any(|a| a == "--crop").then(Default::default);
     opts.augmented_views = value("--views").map_or(2, |v| v.parse().expect("--views N"));
+    if args.iter().any(|a| a == "--standard-augmentation") {
+        opts.augmentation = scanside::augment::Augmentation::Standard;
+    }
     let prep = prepare(&opts).expect("features");
     let d = HeadConfig::default();
     // The single-network recipe the log1p ensemble replaced.

@@ -7,6 +7,12 @@
 //! tensor on every run and can be cached. Views of one image always stay in
 //! that image's fold (cross-validation splits images, then expands views).
 //!
+//! With [`Augmentation::Cutout`], half the views also get a grey square
+//! (the ImageNet mean, 0 after caffe normalisation) of 1/7 to 2/7 of the
+//! side at a random place: a stand-in for a signal void or a one-sided
+//! artefact, so that a defect on one side is not by itself evidence of a
+//! tumour (README, "Choosing the head").
+//!
 //! Augmentation happens at the model's input resolution, between
 //! [`resize_rgb`](scanside_shared::preprocess::resize_rgb) and
 //! [`tensor_from_rgb`](scanside_shared::preprocess::tensor_from_rgb).
@@ -16,8 +22,57 @@ use imageproc::geometric_transformations::{Border, Interpolation, Projection, wa
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Version of the augmentation recipe; part of every cache key.
+/// Version of the standard augmentation recipe; part of every cache key.
 pub const RECIPE: &str = "aug-v1(flip0.5,rot±10,scale0.9-1.1,bright±0.1,contrast±0.1)";
+
+/// The standard recipe plus cutout; part of every cache key.
+pub const RECIPE_CUTOUT: &str =
+    "aug-v1(flip0.5,rot±10,scale0.9-1.1,bright±0.1,contrast±0.1)+cutout0.5(1/7-2/7,imagenet-mean)";
+
+/// The ImageNet mean colour, RGB, rounded: 0 after caffe normalisation.
+const CUTOUT_GREY: Rgb<u8> = Rgb([124, 117, 104]);
+
+/// Which augmentation recipe makes views `1..`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Augmentation {
+    /// [`RECIPE`]: flip, rotation, scale, brightness, contrast.
+    #[default]
+    Standard,
+    /// [`RECIPE_CUTOUT`]: the same, and a grey square in half the views.
+    Cutout,
+}
+
+impl Augmentation {
+    /// The recipe's versioned name, as cache keys and models record it.
+    pub fn recipe(self) -> &'static str {
+        match self {
+            Augmentation::Standard => RECIPE,
+            Augmentation::Cutout => RECIPE_CUTOUT,
+        }
+    }
+
+    /// The recipe a model recorded (`head.augmentation`); any recipe but
+    /// [`RECIPE_CUTOUT`] is the standard one.
+    pub fn from_recipe(recorded: &str) -> Self {
+        if recorded == RECIPE_CUTOUT {
+            Augmentation::Cutout
+        } else {
+            Augmentation::Standard
+        }
+    }
+}
+
+/// A grey square, as fractions of the image: its side, and where its
+/// top-left corner sits along the free width and height.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cutout {
+    /// Horizontal position in `0..=1` of the free width.
+    pub x: f32,
+    /// Vertical position in `0..=1` of the free height.
+    pub y: f32,
+    /// Side, as a fraction of the shorter image side.
+    pub side: f32,
+}
 
 /// The random parameters of one view.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,13 +87,18 @@ pub struct ViewParams {
     pub brightness: f32,
     /// Contrast factor about mid-grey.
     pub contrast: f32,
+    /// A grey square over the result ([`Augmentation::Cutout`] only).
+    pub cutout: Option<Cutout>,
 }
 
 impl ViewParams {
-    /// The parameters of view `view` (≥ 1) of the image with `sha256`.
-    pub fn for_view(sha256: &str, view: usize) -> Self {
+    /// The parameters of view `view` (≥ 1) of the image with `sha256`
+    /// under `augmentation`. The standard recipe's views are the ones
+    /// cached before cutout existed.
+    pub fn for_view(sha256: &str, view: usize, augmentation: Augmentation) -> Self {
+        let recipe = augmentation.recipe();
         let seed_bytes =
-            scanside_shared::sha256_hex(format!("{sha256}/{view}/{RECIPE}").as_bytes());
+            scanside_shared::sha256_hex(format!("{sha256}/{view}/{recipe}").as_bytes());
         let seed = u64::from_str_radix(&seed_bytes[..16], 16).expect("hex");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         ViewParams {
@@ -47,6 +107,13 @@ impl ViewParams {
             scale: rng.random_range(0.9..=1.1),
             brightness: rng.random_range(-0.1..=0.1),
             contrast: rng.random_range(0.9..=1.1),
+            cutout: (augmentation == Augmentation::Cutout && rng.random_bool(0.5)).then(|| {
+                Cutout {
+                    x: rng.random_range(0.0..=1.0),
+                    y: rng.random_range(0.0..=1.0),
+                    side: rng.random_range(1.0 / 7.0..=2.0 / 7.0),
+                }
+            }),
         }
     }
 }
@@ -75,21 +142,90 @@ pub fn apply(image: &RgbImage, p: &ViewParams) -> RgbImage {
             *v = y.round().clamp(0.0, 255.0) as u8;
         }
     }
+    if let Some(c) = p.cutout {
+        let side = (c.side * w.min(h)) as u32;
+        let x0 = (c.x * (w - side as f32)) as u32;
+        let y0 = (c.y * (h - side as f32)) as u32;
+        for y in y0..(y0 + side).min(out.height()) {
+            for x in x0..(x0 + side).min(out.width()) {
+                out.put_pixel(x, y, CUTOUT_GREY);
+            }
+        }
+    }
     out
 }
 
-/// The image for view `view`: view 0 is the image unchanged.
-pub fn view(image: &RgbImage, sha256: &str, view: usize) -> RgbImage {
+/// The image for view `view` under `augmentation`: view 0 is the image
+/// unchanged.
+pub fn view(image: &RgbImage, sha256: &str, view: usize, augmentation: Augmentation) -> RgbImage {
     if view == 0 {
         image.clone()
     } else {
-        apply(image, &ViewParams::for_view(sha256, view))
+        apply(image, &ViewParams::for_view(sha256, view, augmentation))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The standard recipe draws no cutout and keeps the name its cached
+    /// views were keyed by; cutout draws one in about half the views, and
+    /// a model's recorded recipe reads back.
+    #[test]
+    fn cutout_is_only_in_its_own_recipe() {
+        assert_eq!(
+            RECIPE,
+            "aug-v1(flip0.5,rot±10,scale0.9-1.1,bright±0.1,contrast±0.1)"
+        );
+        let with: usize = (1..=200)
+            .map(|v| {
+                assert!(
+                    ViewParams::for_view("abc", v, Augmentation::Standard)
+                        .cutout
+                        .is_none()
+                );
+                usize::from(
+                    ViewParams::for_view("abc", v, Augmentation::Cutout)
+                        .cutout
+                        .is_some(),
+                )
+            })
+            .sum();
+        assert!(
+            (70..=130).contains(&with),
+            "{with} of 200 views with cutout"
+        );
+        for a in [Augmentation::Standard, Augmentation::Cutout] {
+            assert_eq!(Augmentation::from_recipe(a.recipe()), a);
+        }
+        assert_eq!(Augmentation::from_recipe("aug-v0"), Augmentation::Standard);
+    }
+
+    #[test]
+    fn cutout_greys_a_square_of_its_side() {
+        let img = RgbImage::from_pixel(70, 70, Rgb([200, 10, 10]));
+        let p = ViewParams {
+            flip: false,
+            rotate_deg: 0.0,
+            scale: 1.0,
+            brightness: 0.0,
+            contrast: 1.0,
+            cutout: Some(Cutout {
+                x: 1.0,
+                y: 0.0,
+                side: 2.0 / 7.0,
+            }),
+        };
+        let out = apply(&img, &p);
+        let grey = out.pixels().filter(|px| **px == CUTOUT_GREY).count();
+        assert_eq!(grey, 20 * 20);
+        // Flush with the right edge, at the top.
+        assert_eq!(*out.get_pixel(69, 0), CUTOUT_GREY);
+        assert_eq!(*out.get_pixel(50, 19), CUTOUT_GREY);
+        assert_eq!(*out.get_pixel(50, 20), Rgb([200, 10, 10]));
+        assert_eq!(*out.get_pixel(49, 0), Rgb([200, 10, 10]));
+    }
 
     fn gradient() -> RgbImage {
         RgbImage::from_fn(32, 32, |x, y| Rgb([(x * 8) as u8, (y * 8) as u8, 100]))
@@ -98,12 +234,13 @@ mod tests {
     #[test]
     fn views_are_reproducible_and_distinct() {
         let img = gradient();
-        assert_eq!(view(&img, "abc", 0), img);
-        assert_eq!(view(&img, "abc", 1), view(&img, "abc", 1));
-        assert_ne!(view(&img, "abc", 1), view(&img, "abc", 2));
+        let std = Augmentation::Standard;
+        assert_eq!(view(&img, "abc", 0, std), img);
+        assert_eq!(view(&img, "abc", 1, std), view(&img, "abc", 1, std));
+        assert_ne!(view(&img, "abc", 1, std), view(&img, "abc", 2, std));
         assert_ne!(
-            ViewParams::for_view("abc", 1),
-            ViewParams::for_view("abd", 1)
+            ViewParams::for_view("abc", 1, std),
+            ViewParams::for_view("abd", 1, std)
         );
     }
 
@@ -116,6 +253,7 @@ mod tests {
             scale: 1.0,
             brightness: 0.0,
             contrast: 1.0,
+            cutout: None,
         };
         assert_eq!(apply(&img, &same), img);
     }
@@ -129,6 +267,7 @@ mod tests {
             scale: 1.0,
             brightness: 0.0,
             contrast: 1.0,
+            cutout: None,
         };
         let out = apply(&img, &flip);
         // Mirror about the centre line x = 16: column 31 → column 1 (bilinear

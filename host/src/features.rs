@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use scanside_shared::explain::half_columns;
 use scanside_shared::preprocess::{DecodeLimits, load_rgb, resize_rgb, tensor_from_rgb};
 
-use crate::augment;
+use crate::augment::{self, Augmentation};
 use crate::backbone::{Backbone, FeatureMap};
 use crate::dataset::Item;
 use crate::{Error, Result};
@@ -74,8 +74,18 @@ impl FeatureCache {
         ))
     }
 
-    fn path(&self, backbone: &Backbone, item: &Item, view: usize) -> PathBuf {
-        let recipe = if view == 0 { "none" } else { augment::RECIPE };
+    fn path(
+        &self,
+        backbone: &Backbone,
+        item: &Item,
+        view: usize,
+        augmentation: Augmentation,
+    ) -> PathBuf {
+        let recipe = if view == 0 {
+            "none"
+        } else {
+            augmentation.recipe()
+        };
         let key = format!(
             "{}|{}|{}|{}|{view}",
             item.sha256,
@@ -139,10 +149,14 @@ pub fn compute_view(
     backbone: &Backbone,
     item: &Item,
     view: usize,
+    augmentation: Augmentation,
     limits: &DecodeLimits,
 ) -> Result<FeatureMap> {
     let rgb = resize_rgb(&load_rgb(&item.path, limits)?, &backbone.spec);
-    let input = tensor_from_rgb(&augment::view(&rgb, &item.sha256, view), &backbone.spec)?;
+    let input = tensor_from_rgb(
+        &augment::view(&rgb, &item.sha256, view, augmentation),
+        &backbone.spec,
+    )?;
     backbone.features(&input)
 }
 
@@ -153,6 +167,7 @@ pub fn extract_all(
     backbone: &Backbone,
     items: &[Item],
     views: usize,
+    augmentation: Augmentation,
     cache: &FeatureCache,
     limits: &DecodeLimits,
     quiet: bool,
@@ -161,7 +176,7 @@ pub fn extract_all(
         .iter()
         .map(|item| {
             (0..views)
-                .map(|v| FeatureCache::read(&cache.path(backbone, item, v)))
+                .map(|v| FeatureCache::read(&cache.path(backbone, item, v, augmentation)))
                 .collect()
         })
         .collect();
@@ -198,8 +213,8 @@ pub fn extract_all(
                         Err(Error::Tract("stopped after an earlier error".into())),
                     );
                 }
-                let r = compute_view(backbone, &items[i], v, limits).and_then(|m| {
-                    FeatureCache::write(&cache.path(backbone, &items[i], v), &m)?;
+                let r = compute_view(backbone, &items[i], v, augmentation, limits).and_then(|m| {
+                    FeatureCache::write(&cache.path(backbone, &items[i], v, augmentation), &m)?;
                     Ok(m)
                 });
                 if r.is_err() {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use scanside::augment::Augmentation;
 use scanside::backbone::{self, ImportOptions};
 use scanside::calibrate::RangeMethod;
 use scanside::features::{Asymmetry, FeatureCache, FeatureTransform, Pooling};
@@ -183,6 +184,14 @@ enum AsymmetryArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum AugmentationArg {
+    /// Flip, rotation, scale, brightness, contrast.
+    Standard,
+    /// The same, and a grey square in half the views.
+    Cutout,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum CropArg {
     /// The whole image.
     None,
@@ -272,6 +281,11 @@ struct RecipeArgs {
     /// Augmented views per training image.
     #[arg(long, default_value_t = 2)]
     views: usize,
+    /// How augmented views are made: `cutout` also greys a random square
+    /// in half of them, so that a local defect is not by itself evidence
+    /// (see the README) [default: cutout].
+    #[arg(long, value_enum)]
+    augmentation: Option<AugmentationArg>,
     /// Folds per repeat.
     #[arg(long, default_value_t = 5)]
     folds: usize,
@@ -594,6 +608,12 @@ impl RecipeArgs {
             };
         }
         opts.augmented_views = self.views;
+        if let Some(a) = self.augmentation {
+            opts.augmentation = match a {
+                AugmentationArg::Standard => Augmentation::Standard,
+                AugmentationArg::Cutout => Augmentation::Cutout,
+            };
+        }
         opts.folds = self.folds;
         opts.repeats = self.repeats;
         opts.target_sensitivity = self.target_sensitivity;

@@ -39,6 +39,7 @@ use serde::Serialize;
 use scanside_shared::classifier::{Classifier, NOTICE};
 use scanside_shared::manifest::{Lineage, ModelManifest};
 
+use crate::augment::Augmentation;
 use crate::backbone::write_atomically;
 use crate::head::HeadConfig;
 use crate::report::pct;
@@ -227,6 +228,7 @@ fn parent_recipe(base: &ModelManifest, candidate: &TrainOptions) -> Result<Train
     let views = base.head["augmented_views"]
         .as_u64()
         .ok_or_else(|| bad("`head.augmented_views`"))? as usize;
+    let augmentation = Augmentation::from_recipe(base.head["augmentation"].as_str().unwrap_or(""));
     let target = base.cv_metrics["target_sensitivity"]
         .as_f64()
         .unwrap_or(candidate.target_sensitivity);
@@ -234,6 +236,7 @@ fn parent_recipe(base: &ModelManifest, candidate: &TrainOptions) -> Result<Train
         size: base.preprocessing.size,
         crop: base.preprocessing.crop,
         augmented_views: views,
+        augmentation,
         head,
         target_sensitivity: target,
         size_candidates: Vec::new(),
@@ -281,6 +284,7 @@ pub fn inherit(
         "size" => size;
         "crop" => crop;
         "views" => augmented_views;
+        "augmentation" => augmentation;
         "target_sensitivity" => target_sensitivity;
         "pooling" => head.pooling;
         "feature_transform" => head.transform;
@@ -331,6 +335,11 @@ fn recipe_changes(parent: &TrainOptions, candidate: &TrainOptions) -> Vec<String
         "crop",
         format!("{:?}", parent.crop.is_some()),
         format!("{:?}", candidate.crop.is_some()),
+    );
+    differ(
+        "augmentation",
+        parent.augmentation.recipe().to_string(),
+        candidate.augmentation.recipe().to_string(),
     );
     differ(
         "target sensitivity",
@@ -416,6 +425,7 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
     let parent_prep;
     let parent_features = if parent_opts.size == cand.size
         && parent_opts.crop == cand.crop
+        && parent_opts.augmentation == cand.augmentation
         && parent_opts.augmented_views <= cand.augmented_views
     {
         &prep

@@ -19,6 +19,7 @@ use serde::Serialize;
 use scanside_shared::manifest::{BackboneInfo, Lineage, MANIFEST_FORMAT_VERSION, ModelManifest};
 use scanside_shared::preprocess::ContentCrop;
 
+use crate::augment::Augmentation;
 use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
 use crate::features::{Asymmetry, FeatureCache, extract_all, head_input};
@@ -46,6 +47,9 @@ pub struct TrainOptions {
     pub crop: Option<ContentCrop>,
     /// Augmented views per training image (in addition to the original).
     pub augmented_views: usize,
+    /// How the augmented views are made (default: with cutout, chosen by
+    /// grouped CV and the occlusion probe; README "Choosing the head").
+    pub augmentation: Augmentation,
     /// Head architecture and recipe.
     pub head: HeadConfig,
     /// Folds per repeat.
@@ -85,6 +89,7 @@ impl TrainOptions {
             size: 224,
             crop: None,
             augmented_views: 2,
+            augmentation: Augmentation::Cutout,
             head: HeadConfig::default(),
             folds: 5,
             repeats: 3,
@@ -441,6 +446,7 @@ fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared>
         &backbone,
         &dataset.items,
         1 + opts.augmented_views,
+        opts.augmentation,
         &opts.cache,
         &opts.data.limits,
         opts.quiet,
@@ -656,7 +662,7 @@ fn export_verified(
         "config": opts.head,
         "final_epochs": cv.final_epochs,
         "augmented_views": opts.augmented_views,
-        "augmentation": crate::augment::RECIPE,
+        "augmentation": opts.augmentation.recipe(),
         "folds": opts.folds,
         "repeats": opts.repeats,
     });

@@ -359,6 +359,11 @@ fn train_classify_and_evaluate_end_to_end() {
             // A mid-range threshold, so that int8 damage shows in decisions.
             "--target-sensitivity",
             "0.5",
+            // At 64 px on 24 images, cutout (a square of up to 18 px) left
+            // the base at chance level (CV AUC 0.40), and the retrain check
+            // below needs a base that a broken recipe is worse than.
+            "--augmentation",
+            "standard",
             "--json",
             "--quiet",
         ],
@@ -531,10 +536,11 @@ fn train_classify_and_evaluate_end_to_end() {
 /// verifies it in tract, or fails), the graph pools both halves of the map,
 /// `explain` reads the head back and reproduces the model's output (or
 /// refuses), and the recipe is recorded in the model.
-/// Left–right asymmetry with the head crop trains, exports a graph with both
-/// halves' poolings that `train` verifies in tract, records its recipe and
-/// crop in the model, and explains; an input too small for two halves is
-/// refused with the way out.
+/// Left–right asymmetry with the head crop (and the default cutout) trains,
+/// exports a
+/// graph with both halves' poolings that `train` verifies in tract, records
+/// its recipe, crop and augmentation in the model, and explains; an input
+/// too small for two halves is refused with the way out.
 #[test]
 fn asymmetry_and_crop_export_verify_and_explain() {
     let dir = tempfile::tempdir().unwrap();
@@ -568,7 +574,7 @@ fn asymmetry_and_crop_export_verify_and_explain() {
             "--size",
             "96",
             "--views",
-            "0",
+            "1",
             "--folds",
             "2",
             "--repeats",
@@ -609,6 +615,12 @@ fn asymmetry_and_crop_export_verify_and_explain() {
         manifest.preprocessing.crop,
         Some(scanside_shared::preprocess::ContentCrop::default()),
         "the model records the crop, so the device crops as training did"
+    );
+    assert_eq!(
+        manifest.head["augmentation"],
+        scanside::augment::RECIPE_CUTOUT,
+        "{}",
+        manifest.head
     );
 
     let image = std::fs::read_dir(data.join("yes"))

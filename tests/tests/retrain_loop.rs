@@ -20,8 +20,11 @@ use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::{manifest_of, parse_onnx};
 use scanside_shared::manifest::ModelManifest;
 
-/// Training images per class.
-const PER_CLASS: usize = 20;
+/// Training images per class. At 20, cross-validated AUC moved by up to
+/// 6 pt when the three reviewed scans were added (0.933 → 0.870 with
+/// cutout augmentation), beyond the 5 pt tolerance: "the same recipe with
+/// more data is promoted" then depended on luck. 30 per class steadies it.
+const PER_CLASS: usize = 30;
 
 fn backbone() -> PathBuf {
     let b = workspace().join("backbones/vgg16-notop.onnx");
