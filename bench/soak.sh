@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak benchmarks (not tests: about 20 minutes for the first on this
-# machine; figures in the README under "Soak").
+# machine; figures in docs/reliability.md under "Soak").
 #
 #   bench/soak.sh [PRESSES] [PIPELINE_SCANS]     defaults: 2000 100000
 #

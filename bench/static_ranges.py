@@ -13,7 +13,8 @@ probability is nearest the threshold (in logit space) to OUT/nearest.txt:
 the images to check in tract, where a full run per method takes an hour.
 ONNX Runtime is not a stand-in for tract here: on AVX2 CPUs without VNNI
 its u8 x s8 kernels saturate, so its static results drift much further
-from f32 than tract's (see the README, "Int8").
+from f32 than tract's (see docs/int8.md, "The static scheme's range
+method").
 Needs numpy and onnxruntime. A benchmark, not a test.
 """
 import json

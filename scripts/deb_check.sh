@@ -5,7 +5,8 @@
 #   scripts/deb_check.sh            (as root, or with sudo available)
 #
 # What is checked: lintian shows no errors; dpkg installs it; the binary,
-# unit, conffile and model are where they belong, the `scanside` user
+# unit, conffile and model are where they belong, the documentation is the
+# installer's guide (docs/device.md as README.md), the `scanside` user
 # exists in group `gpio`; `/usr/bin/scanside-device classify` with the
 # packaged model (found through /usr/share/scanside/models) gives the
 # decision recorded in models/expected.jsonl; `systemd-analyze verify`
@@ -34,9 +35,12 @@ unit=$(dpkg -L scanside-device | grep '/systemd/system/scanside-device.service$'
   || fail "no systemd unit installed"
 for f in /usr/bin/scanside-device /etc/scanside/device.toml \
          /usr/share/scanside/models/brain-mri-vgg16-int8.onnx "$unit" \
-         /usr/share/doc/scanside-device/model-card.md; do
+         /usr/share/doc/scanside-device/model-card.md \
+         /usr/share/doc/scanside-device/README.md; do
   [ -e "$f" ] || fail "$f missing after install"
 done
+cmp -s /usr/share/doc/scanside-device/README.md docs/device.md \
+  || fail "/usr/share/doc/scanside-device/README.md is not docs/device.md (the installer's guide)"
 grep -qx /etc/scanside/device.toml /var/lib/dpkg/info/scanside-device.conffiles \
   || fail "device.toml is not a conffile"
 id -nG scanside | grep -qw gpio || fail "user scanside is not in group gpio"

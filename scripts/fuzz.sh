@@ -12,7 +12,8 @@
 # (one per core), with libFuzzer's 2 GB memory limit (a larger single
 # allocation counts as a finding: that is how shared/src/dicom_lengths.rs
 # came about). The last lines of each run's log (libFuzzer's "Done N
-# runs in S seconds") are printed at the end; the README records them.
+# runs in S seconds") are printed at the end; docs/experiments/fuzzing.md
+# records them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -9,7 +9,7 @@
 //! (`Classifier::explain_bytes`), the overlay drawn and PNG-encoded, and
 //! the scan and overlay written to an archive in a temporary folder
 //! (fsync included). Prints one JSON line with the medians over all runs.
-//! `bench/device.sh` runs it; see the README.
+//! `bench/device.sh` runs it; see docs/benchmarks.md, "Device figures".
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -9,7 +9,8 @@
 //! acts on release) to the moment the result LED lights. Beside it, the
 //! stages of the same scan measured directly: read, decode, preprocess,
 //! inference. Prints one JSON line with medians and the peak RSS.
-//! `bench/device.sh` runs it and the real binary; see the README.
+//! `bench/device.sh` runs it and the real binary; see docs/benchmarks.md,
+//! "Device figures".
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,8 @@
 //! computed from the tensor), appending every record (fsynced) to an audit
 //! log in a temporary folder. Prints the resident memory (VmRSS) every
 //! tenth of the run and the growth from the first tenth to the end, which
-//! must stay under 5 MB. `bench/soak.sh` runs it; see the README.
+//! must stay under 5 MB. `bench/soak.sh` runs it; see docs/reliability.md,
+//! "Soak".
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -13,7 +13,7 @@
 //!   (`/dev/gpiochipN`, line offsets) with `linux-embedded-hal`'s
 //!   `CdevPin`: Jetson, Pi 5, and others. The character device's v1
 //!   interface sets no bias, so the button needs an external pull-up (or
-//!   pull-down) resistor; see the wiring notes in the README.
+//!   pull-down) resistor; see docs/device.md, "Boards and wiring".
 //!
 //! The simulated board lives in [`crate::sim`].
 

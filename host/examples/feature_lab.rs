@@ -3,7 +3,7 @@
 //! GeM), left–right asymmetry and its controls, ensembles, and block4 ‖
 //! block5 features, each by the same
 //! duplicate-grouped 5 × 3 cross-validation on cached features. Figures are
-//! quoted in the README ("Choosing the head").
+//! quoted in docs/training.md ("Choosing the head").
 //!
 //! ```sh
 //! cargo run -p scanside --example feature_lab -- [TRANSFORMS] [HEADS]
@@ -16,7 +16,7 @@
 //! #     --cut-at functional_1/block4_pool_1/MaxPool2d:0 --layout nhwc --normalisation caffe
 //! # LAB_LOGIT=1: average members' logits instead of their probabilities
 //! # LAB_STANDARD_AUG=1: augmented views without cutout (`train`'s default
-//! #   before cutout; the README's lab table was measured so)
+//! #   before cutout; the lab table in docs/training.md was measured so)
 //! ```
 use scanside::features::{Asymmetry, FeatureTransform, Pooling, head_input};
 use scanside::head::{HeadConfig, Samples, Stopping, fit};

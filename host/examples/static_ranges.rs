@@ -13,8 +13,9 @@
 //! every image of DATA (`inputs.f32`, row-major NHWC) with `meta.json`
 //! (files, labels, threshold, positive index, methods).
 //! Decision agreement is then measured in tract, the device engine, with
-//! `scanside classify --json --model OUT/static-<method>.onnx …` (see the
-//! README's "Int8" section for the images and results).
+//! `scanside classify --json --model OUT/static-<method>.onnx …` (see
+//! docs/int8.md, "The static scheme's range method", for the images and
+//! results).
 //! `bench/static_ranges.py` runs every model on all images in ONNX Runtime,
 //! which is fast but not a stand-in for tract: on AVX2 CPUs without VNNI
 //! its u8×s8 kernels saturate and drift much further from f32.

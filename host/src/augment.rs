@@ -11,7 +11,7 @@
 //! (the ImageNet mean, 0 after caffe normalisation) of 1/7 to 2/7 of the
 //! side at a random place: a stand-in for a signal void or a one-sided
 //! artefact, so that a defect on one side is not by itself evidence of a
-//! tumour (README, "Choosing the head").
+//! tumour (docs/training.md, "Choosing the head").
 //!
 //! Augmentation happens at the model's input resolution, between
 //! [`resize_rgb`](scanside_shared::preprocess::resize_rgb) and

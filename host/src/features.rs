@@ -276,8 +276,8 @@ impl Pooling {
 /// `P` and transform `t` over the left and the right half of the feature
 /// map's columns ([`half_columns`]). On the team set this lifted
 /// duplicate-grouped CV AUC by about 0.02, across head variants; the same
-/// features of the top and bottom halves (a control) did not help (README,
-/// "Choosing the head").
+/// features of the top and bottom halves (a control) did not help
+/// (docs/training.md, "Choosing the head").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Asymmetry {
@@ -325,7 +325,7 @@ pub fn head_input(
 /// times harder than the rest), and a dense head on them leans on those few
 /// channels. Compressing them (`ln(1 + x)`; the activations are ≥ 0 after
 /// ReLU and pooling) lifted duplicate-grouped cross-validated AUC by about
-/// 0.01 on the team set (README, "Choosing the head").
+/// 0.01 on the team set (docs/training.md, "Choosing the head").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureTransform {

@@ -69,7 +69,8 @@ fn one_member() -> usize {
 
 impl Default for HeadConfig {
     /// The default recipe, chosen by duplicate-grouped cross-validation
-    /// among the candidates in the README (`cargo run --example recipes`).
+    /// among the candidates in docs/training.md, "Choosing the head"
+    /// (`cargo run --example recipes`).
     fn default() -> Self {
         HeadConfig {
             pooling: Pooling::AvgMax,

@@ -246,7 +246,7 @@ fn quantize_weights(w: &[f32], out_channels: usize) -> (Vec<i8>, Vec<f32>) {
 /// rounding error travels through all 13 layers: quantising it too flipped
 /// 2 of 253 out-of-fold decisions at the log1p-ensemble head's operating
 /// threshold (0.045), keeping it f32 flipped none (`scanside quantize`,
-/// README "int8").
+/// docs/int8.md).
 pub const F32_LEADING_CONVS: usize = 2;
 
 /// Store every convolution's weights but the first [`F32_LEADING_CONVS`]
