@@ -47,33 +47,30 @@ fn scan_of(record: &AuditRecord) -> Option<[u8; 32]> {
 }
 
 /// Parse `--since`: milliseconds since the Unix epoch, or a UTC date
-/// `YYYY-MM-DD` (from its midnight).
+/// `YYYY-MM-DD` (from its midnight); a date that does not exist
+/// (`2026-02-31`) is refused.
 pub fn parse_since(text: &str) -> std::result::Result<u64, String> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(ms);
     }
-    let bad = || format!("`{text}`: expected milliseconds since 1970 or a date YYYY-MM-DD");
-    let parts: Vec<&str> = text.split('-').collect();
-    let [y, m, d] = parts[..] else {
-        return Err(bad());
+    let bad = |why: String| {
+        format!("`{text}`: expected milliseconds since 1970 or a date YYYY-MM-DD ({why})")
     };
-    let (y, m, d): (i64, i64, i64) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
-    // (H. Hinnant's days_from_civil).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days as u64 * 86_400_000)
+    let date: jiff::civil::Date = text.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    let ms = jiff::tz::TimeZone::UTC
+        .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+        .map_err(|e| bad(e.to_string()))?
+        .as_millisecond();
+    u64::try_from(ms).map_err(|_| bad("before 1970".into()))
+}
+
+/// A record time (milliseconds since 1970) as a UTC date-time,
+/// `2026-11-28T10:12:43.540Z`.
+pub fn utc(unix_ms: u64) -> String {
+    i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| format!("{unix_ms} ms"), |t| t.to_string())
 }
 
 /// Write the records at or after `since_unix_ms`, with the archived scans
@@ -173,8 +170,27 @@ mod tests {
         // `date -u -d 2026-11-27 +%s` = 1795737600
         assert_eq!(parse_since("2026-11-27").unwrap(), 1_795_737_600_000);
         assert_eq!(parse_since("2024-02-29").unwrap(), 1_709_164_800_000);
-        for bad in ["yesterday", "2026-13-01", "2026-11", "-5"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-11",
+            "-5",
+            "2026-02-31",
+            "2025-02-29",
+        ] {
             assert!(parse_since(bad).unwrap_err().contains(bad), "{bad}");
         }
+        assert!(
+            parse_since("1969-12-31")
+                .unwrap_err()
+                .contains("before 1970")
+        );
+    }
+
+    #[test]
+    fn record_times_print_as_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_796_167_963_540), "2026-12-01T23:32:43.54Z");
+        assert_eq!(utc(u64::MAX), format!("{} ms", u64::MAX));
     }
 }

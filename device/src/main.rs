@@ -23,6 +23,7 @@ use scanside_device::boards::BoardPins;
 use scanside_device::clock::MonotonicClock;
 use scanside_device::config::{BoardKind, DeviceConfig};
 use scanside_device::dicom_scp::StorageScp;
+use scanside_device::export::utc;
 use scanside_device::panel::Polarity;
 use scanside_device::sim::{LedLog, SimButton};
 use scanside_device::systemd::Systemd;
@@ -220,12 +221,20 @@ fn run_appliance(config_path: &Path) -> Result<ExitCode> {
             eprintln!(
                 "sim board: Enter = press, l + Enter = long press, d + Enter = disagree, Ctrl-C = stop"
             );
+            if polarity != Polarity::default() {
+                // Simulated pins have no wiring: a press reads high and a
+                // lit LED is high, whatever the config says for real pins.
+                eprintln!(
+                    "sim board: [pins] button_active_low / leds_active_low are for real wiring \
+                     and are ignored here"
+                );
+            }
             let pins = BoardPins {
                 button,
                 disagree: Some(disagree),
                 leds: leds.leds(),
             };
-            serve(&config, pins, polarity, &stop)
+            serve(&config, pins, Polarity::default(), &stop)
         }
         #[cfg(feature = "rpi")]
         BoardKind::Rpi => {
@@ -308,12 +317,12 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                 } => writeln!(
                     out,
                     "{} classified scan {} with {}: {decision:?} (p = {probability:.4}, {latency_ms} ms)",
-                    r.unix_ms,
+                    utc(r.unix_ms),
                     &hex::encode(scan.content_sha256)[..12],
                     model.id
                 )?,
                 AuditEvent::Error { kind, detail, .. } => {
-                    writeln!(out, "{} error {kind:?}: {detail}", r.unix_ms)?
+                    writeln!(out, "{} error {kind:?}: {detail}", utc(r.unix_ms))?
                 }
                 AuditEvent::Received {
                     scan,
@@ -327,18 +336,18 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                         (_, Some(reason)) => writeln!(
                             out,
                             "{} DICOM object {object} from {calling_ae_title} refused: {reason}",
-                            r.unix_ms
+                            utc(r.unix_ms)
                         )?,
                         (Some(scan), None) => writeln!(
                             out,
                             "{} DICOM object {object} from {calling_ae_title} stored as scan {}",
-                            r.unix_ms,
+                            utc(r.unix_ms),
                             &hex::encode(scan.content_sha256)[..12]
                         )?,
                         (None, None) => writeln!(
                             out,
                             "{} DICOM object {object} from {calling_ae_title}",
-                            r.unix_ms
+                            utc(r.unix_ms)
                         )?,
                     }
                 }
@@ -349,14 +358,15 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                     ..
                 } => writeln!(
                     out,
-                    "{} disputed: result {decision:?} of {refers_to_unix_ms} for scan {}",
-                    r.unix_ms,
+                    "{} disputed: result {decision:?} of {} for scan {}",
+                    utc(r.unix_ms),
+                    utc(*refers_to_unix_ms),
                     &hex::encode(scan.content_sha256)[..12]
                 )?,
                 AuditEvent::ModelChanged { previous, current } => writeln!(
                     out,
                     "{} model changed: {} ({}) → {} ({})",
-                    r.unix_ms,
+                    utc(r.unix_ms),
                     previous.id,
                     &hex::encode(previous.sha256)[..12],
                     current.id,

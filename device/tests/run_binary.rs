@@ -46,6 +46,12 @@ impl Device {
             ),
         )
         .unwrap();
+        Device::spawn(&config, dir, &workspace())
+    }
+
+    /// Run the binary on `config` in the working directory `cwd`, with a
+    /// notify socket in `dir`.
+    fn spawn(config: &Path, dir: &Path, cwd: &Path) -> Device {
         let socket = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&socket).unwrap();
         notify
@@ -57,7 +63,8 @@ impl Device {
                 .arg("-c")
                 .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
                 .arg(env!("CARGO_BIN_EXE_scanside-device"))
-                .arg(&config)
+                .arg(config)
+                .current_dir(cwd)
                 .env("NOTIFY_SOCKET", &socket)
                 .env("WATCHDOG_USEC", "200000"),
         );
@@ -138,6 +145,83 @@ fn lamps(line: &str) -> Option<(bool, bool, bool)> {
 }
 
 const SHIPPED_SHA256: &str = "a4f798d80063a870918fe3a62df2a73f460b33a3045ccec8e3caaa05bdfd5c07";
+
+/// The README's "try the box on a laptop" command, as written: the example
+/// config verbatim (its real-wiring polarity keys included), run from the
+/// workspace root. A scan in its inbox and one press give a result LED and
+/// an audit record.
+#[test]
+fn the_readme_quick_start_classifies_a_scan() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let command = "-- run --config device/device.example.toml";
+    assert!(
+        readme.contains(command),
+        "the README no longer says `{command}`"
+    );
+    let text = std::fs::read_to_string(workspace().join("device/device.example.toml")).unwrap();
+    let value = |key: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no `{key}` in the example config"));
+        PathBuf::from(line.split('"').nth(1).unwrap())
+    };
+    let (inbox, audit) = (value("inbox"), value("audit_log"));
+    let before = read_log(&audit).map_or(0, |l| l.records.len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = Device::spawn(
+        Path::new("device/device.example.toml"),
+        dir.path(),
+        &workspace(),
+    );
+    device.wait_for("READY=1", Duration::from_secs(120), |m| {
+        m.contains("READY=1")
+    });
+    let name = format!("quickstart-{}.jpg", std::process::id());
+    std::fs::copy(team_scan("yes/Y1.jpg"), inbox.join(&name)).unwrap();
+    // The example config waits `inbox_settle_ms` for a file to stop changing.
+    std::thread::sleep(Duration::from_millis(2500));
+    device.press();
+    device.wait_for("a classification", Duration::from_secs(120), |l| {
+        l.starts_with("classified ")
+    });
+    let (lines, _) = device.stop();
+    assert!(
+        lines.iter().any(|l| l.contains("ignored here")),
+        "the sim board says it ignores the polarity keys: {lines:?}"
+    );
+    let seq: Vec<_> = lines.iter().filter_map(|l| lamps(l)).collect();
+    assert!(seq.contains(&(false, false, true)), "red expected: {seq:?}");
+    let log = read_log(&audit).unwrap();
+    assert_eq!(log.records.len(), before + 1, "{:?}", log.records);
+    assert!(matches!(
+        &log.records[before].event,
+        AuditEvent::Classified {
+            decision: Decision::TumourSuspected,
+            ..
+        }
+    ));
+    let _ = std::fs::remove_file(inbox.join("processed").join(&name));
+
+    // `log` prints record times as UTC date-times.
+    let o = Command::new(env!("CARGO_BIN_EXE_scanside-device"))
+        .arg("log")
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let (time, rest) = last.split_once(' ').unwrap();
+    assert!(rest.starts_with("classified scan "), "{last}");
+    let t: jiff::Timestamp = time.parse().unwrap_or_else(|e| panic!("{last}: {e}"));
+    assert!(time.ends_with('Z'), "{last}");
+    let ms = u64::try_from(t.as_millisecond()).unwrap();
+    assert_eq!(ms, log.records[before].unix_ms, "{last}");
+}
 
 #[test]
 fn run_classifies_on_a_press_pings_the_watchdog_and_stops_cleanly() {

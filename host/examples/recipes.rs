@@ -1,15 +1,21 @@
 //! Compare head recipes by duplicate-grouped cross-validation on cached
-//! features (no export): the table "Choosing the head" in the README.
+//! features (no export): the table "Choosing the head" in docs/training.md.
 //!
 //! ```sh
-//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--standard-augmentation] [--backbone F] [--only TEXT]
+//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--standard-augmentation] [--backbone F] [--only TEXT] [--validate DIR]
 //! ```
+//!
+//! With `--validate DIR`, each recipe's final model (fitted on all of DATA)
+//! is also scored on DIR, never fitted to (copies of training images left
+//! out): its AUC, and sensitivity / specificity at the threshold of each
+//! threshold rule.
 //!
 //! Augmented views use `train`'s default (with cutout);
 //! `--standard-augmentation` uses the recipe every row measured before
 //! cutout became the default.
 use scanside::features::{Asymmetry, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
+use scanside::operating_point::ThresholdRule;
 use scanside::train::{TrainOptions, cross_validate, prepare};
 
 fn main() {
@@ -32,6 +38,19 @@ fn main() {
         opts.augmentation = scanside::augment::Augmentation::Standard;
     }
     let prep = prepare(&opts).expect("features");
+    let validation = value("--validate").map(|dir| {
+        let data = scanside::dataset::DatasetOptions {
+            root: dir.into(),
+            ..opts.data.clone()
+        };
+        scanside::validation::ValidationSet::load(
+            &data,
+            &opts.cache,
+            &prep.dataset.items,
+            opts.dedup_distance,
+        )
+        .expect("validation folder")
+    });
     let d = HeadConfig::default();
     // The single-network recipe the log1p ensemble replaced.
     let single = HeadConfig {
@@ -210,5 +229,29 @@ fn main() {
             s.specificity,
             t.elapsed().as_secs_f64()
         );
+        if let Some(v) = &validation {
+            let last = scanside::train::fit_final(&prep, &r, &o).expect("final fit");
+            let p = scanside::train::predict_items(&prep, &o, &last.head, &v.dataset.items)
+                .expect("validation features");
+            let y: Vec<u8> = v.dataset.items.iter().map(|i| i.label).collect();
+            let mut line = format!(
+                "{:42} validation n {} auc {:.3}",
+                "",
+                y.len(),
+                scanside::metrics::auc(&p, &y)
+            );
+            for rule in [ThresholdRule::Quantile, ThresholdRule::LogitNormal] {
+                let t = rule.threshold(&r.oof_mean, &prep.labels, o.target_sensitivity);
+                let m = scanside::metrics::Metrics::compute(&p, &y, t);
+                line += &format!(
+                    "  {} t {:.4} sens {:.3} spec {:.3}",
+                    rule.name(),
+                    t,
+                    m.sensitivity,
+                    m.specificity
+                );
+            }
+            println!("{line}");
+        }
     }
 }

@@ -69,6 +69,8 @@ pub struct Item {
     pub phash: ImageHash,
     /// Width and height as decoded.
     pub dims: (u32, u32),
+    /// Index of the source folder it came from ([`Dataset::roots`]).
+    pub source: usize,
 }
 
 /// A file that was not used, and why.
@@ -83,8 +85,10 @@ pub struct Skipped {
 /// A loaded dataset.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// The root folder.
+    /// The root folder (the first source's).
     pub root: PathBuf,
+    /// Every source folder, in the order given; [`Item::source`] indexes it.
+    pub roots: Vec<PathBuf>,
     /// `[negative, positive]` labels.
     pub labels: [String; 2],
     /// Usable images, sorted by path.
@@ -223,6 +227,7 @@ impl Dataset {
                     dims,
                     path: path.clone(),
                     label,
+                    source: 0,
                 })
             })
             .collect();
@@ -244,10 +249,38 @@ impl Dataset {
         }
         Ok(Dataset {
             root: opts.root.clone(),
+            roots: vec![opts.root.clone()],
             labels: [opts.negative.clone(), opts.positive.clone()],
             items,
             skipped,
         })
+    }
+
+    /// Several source folders as one dataset (`train --data A --data B`):
+    /// each loaded like [`Dataset::load_cached`] (every class must be in
+    /// every source), their items in source order, each item tagged with
+    /// its source. With one source this is exactly `load_cached`.
+    pub fn load_sources(sources: &[DatasetOptions], cache: &FeatureCache) -> Result<Dataset> {
+        let (first, rest) = sources
+            .split_first()
+            .ok_or_else(|| Error::Config("no data folder given".into()))?;
+        let mut all = Dataset::load_cached(first, cache)?;
+        for (source, opts) in rest.iter().enumerate() {
+            let more = Dataset::load_cached(opts, cache)?;
+            if all.roots.contains(&opts.root) {
+                return Err(Error::Config(format!(
+                    "--data {} is given twice",
+                    opts.root.display()
+                )));
+            }
+            all.roots.push(opts.root.clone());
+            all.items.extend(more.items.into_iter().map(|i| Item {
+                source: source + 1,
+                ..i
+            }));
+            all.skipped.extend(more.skipped);
+        }
+        Ok(all)
     }
 
     /// Number of images of each class, `[negative, positive]`.
@@ -274,9 +307,18 @@ impl Dataset {
         scanside_shared::sha256_hex(lines.concat().as_bytes())
     }
 
-    /// A path relative to the dataset root, for reports.
-    pub fn relative<'a>(&self, path: &'a Path) -> &'a Path {
-        path.strip_prefix(&self.root).unwrap_or(path)
+    /// A path relative to its source folder, for reports (prefixed with
+    /// the folder's name when there are several sources).
+    pub fn relative(&self, path: &Path) -> PathBuf {
+        for root in &self.roots {
+            if let Ok(rel) = path.strip_prefix(root) {
+                return match (self.roots.len(), root.file_name()) {
+                    (1, _) | (_, None) => rel.to_path_buf(),
+                    (_, Some(name)) => Path::new(name).join(rel),
+                };
+            }
+        }
+        path.to_path_buf()
     }
 }
 

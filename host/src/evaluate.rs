@@ -14,7 +14,7 @@ use scanside_shared::classifier::{Classifier, NOTICE};
 use scanside_shared::manifest::ModelManifest;
 
 use crate::Result;
-use crate::dataset::{Dataset, DatasetOptions, Skipped};
+use crate::dataset::{Dataset, DatasetOptions, Item, Skipped};
 use crate::metrics::Metrics;
 
 /// The JSON `evaluate --json` prints.
@@ -59,9 +59,16 @@ pub fn default_report_path(model: &Path) -> PathBuf {
     model.with_file_name(format!("{stem}.evaluation.html"))
 }
 
-/// Evaluate `model` on the labelled folder `data`.
-pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
-    let classifier = Classifier::load(model)?;
+/// A folder scored by a model file: the images that were scored (in
+/// order), their probabilities, and the files that were skipped.
+struct Scoring {
+    items: Vec<Item>,
+    probabilities: Vec<f32>,
+    skipped: Vec<Skipped>,
+}
+
+/// Score every image of the labelled folder `data` with `classifier`.
+fn score_folder(classifier: &Classifier, data: &Path) -> Result<Scoring> {
     let m = classifier.manifest();
     let negative = m
         .labels
@@ -77,21 +84,83 @@ pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
         .par_iter()
         .map(|item| Ok(classifier.classify_file(&item.path)?.probability))
         .collect();
-    let mut predictions = Vec::new();
-    let mut skipped = dataset.skipped.clone();
-    for (item, r) in dataset.items.iter().zip(results) {
+    let mut scoring = Scoring {
+        items: Vec::new(),
+        probabilities: Vec::new(),
+        skipped: dataset.skipped.clone(),
+    };
+    for (item, r) in dataset.items.into_iter().zip(results) {
         match r {
-            Ok(p) => predictions.push(Prediction {
-                path: item.path.clone(),
-                label: item.label,
-                probability: p,
-            }),
-            Err(e) => skipped.push(Skipped {
+            Ok(p) => {
+                scoring.items.push(item);
+                scoring.probabilities.push(p);
+            }
+            Err(e) => scoring.skipped.push(Skipped {
                 path: item.path.clone(),
                 reason: e.to_string(),
             }),
         }
     }
+    Ok(scoring)
+}
+
+/// Score `model` on each validation folder (`evaluate --validate`), with
+/// the layout of `train --validate`. The model does not list its training
+/// images, so copies of them cannot be left out here: use folders the
+/// model was not trained on.
+pub fn validate(model: &Path, folders: &[PathBuf], dedup_distance: u32) -> Result<Validated> {
+    let classifier = Classifier::load(model)?;
+    let m = classifier.manifest();
+    let sets = folders
+        .iter()
+        .map(|folder| {
+            let s = score_folder(&classifier, folder)?;
+            Ok(crate::validation::score(
+                folder.clone(),
+                "model file",
+                &s.items,
+                &s.probabilities,
+                m.threshold,
+                dedup_distance,
+                Vec::new(),
+                s.skipped,
+                0,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Validated {
+        model_id: m.model_id.clone(),
+        manifest: m.clone(),
+        sets,
+    })
+}
+
+/// What `evaluate --validate` found.
+pub struct Validated {
+    /// The model's id.
+    pub model_id: String,
+    /// The model's manifest.
+    pub manifest: ModelManifest,
+    /// One result per folder.
+    pub sets: Vec<crate::validation::ValidationResult>,
+}
+
+/// Evaluate `model` on the labelled folder `data`.
+pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
+    let classifier = Classifier::load(model)?;
+    let m = classifier.manifest();
+    let s = score_folder(&classifier, data)?;
+    let skipped = s.skipped;
+    let predictions: Vec<Prediction> = s
+        .items
+        .iter()
+        .zip(&s.probabilities)
+        .map(|(item, &p)| Prediction {
+            path: item.path.clone(),
+            label: item.label,
+            probability: p,
+        })
+        .collect();
     let probs: Vec<f32> = predictions.iter().map(|p| p.probability).collect();
     let labels: Vec<u8> = predictions.iter().map(|p| p.label).collect();
     Ok(Evaluation {

@@ -40,6 +40,90 @@ pub const TRAINING_SECTIONS: [&str; 11] = [
     "model",
 ];
 
+/// Section id of the external-validation section (training reports with
+/// `--validate`, and `evaluate --validate` pages).
+pub const VALIDATION_SECTION: &str = "validation";
+
+/// The external-validation section: a table of every set's figures and
+/// the ROC and sensitivity curves of the out-of-fold predictions (when
+/// given) and every set on one plot each.
+fn validation_section(
+    page: &mut Page,
+    results: &[crate::validation::ValidationResult],
+    oof: Option<plots::Curve<'_>>,
+    threshold: f32,
+) -> Result<()> {
+    let mut t = String::from(
+        "<p>Each folder was scored by the finished model and never used to fit it. When the \
+         training images are known (<code>train</code>, <code>retrain</code>), images that are \
+         copies of one (same bytes, or perceptual-hash near-duplicates) are left out and listed. \
+         Intervals: 95 % bootstrap over the folder's near-duplicate groups.</p>\
+         <table><tr><th class=\"l\">folder</th><th>engine</th><th>n</th><th>left out</th>\
+         <th>AUC (95 % CI)</th><th>accuracy</th><th>sensitivity</th><th>specificity</th>\
+         <th>accuracy at 0.5</th><th>sensitivity at 0.5</th><th>specificity at 0.5</th></tr>",
+    );
+    for r in results {
+        let m = &r.at_threshold;
+        let _ = write!(
+            t,
+            "<tr><td class=\"l\"><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.3} ({:.3}–{:.3})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.folder.display().to_string()),
+            esc(&r.engine),
+            r.n,
+            r.excluded.len(),
+            r.auc,
+            r.auc_ci[0],
+            r.auc_ci[1],
+            pct(m.accuracy),
+            pct(m.sensitivity),
+            pct(m.specificity),
+            pct(r.at_half.accuracy),
+            pct(r.at_half.sensitivity),
+            pct(r.at_half.specificity),
+        );
+    }
+    let _ = write!(t, "</table><p>At the model's threshold {threshold:.4}.</p>");
+    let pairs: Vec<(String, Vec<u8>, Vec<f32>)> = results
+        .iter()
+        .filter(|r| r.engine != "int8")
+        .map(|r| {
+            let (y, p) = r.pairs();
+            (r.folder.display().to_string(), y, p)
+        })
+        .collect();
+    let mut curves: Vec<plots::Curve<'_>> = oof.into_iter().collect();
+    curves.extend(pairs.iter().map(|(name, y, p)| plots::Curve {
+        name: name.clone(),
+        probs: p,
+        labels: y,
+    }));
+    t.push_str(&plots(&[
+        plots::roc_overlay(&curves, threshold)?,
+        plots::sensitivity_overlay(&curves, threshold)?,
+    ]));
+    for r in results.iter().filter(|r| !r.excluded.is_empty()) {
+        let _ = write!(
+            t,
+            "<p>Left out of <code>{}</code> ({}):</p><ul>",
+            esc(&r.folder.display().to_string()),
+            r.excluded.len()
+        );
+        for x in r.excluded.iter().take(20) {
+            let _ = write!(
+                t,
+                "<li><code>{}</code>: copy of training image <code>{}</code> (distance {})</li>",
+                esc(&x.file.display().to_string()),
+                esc(&x.training_file.display().to_string()),
+                x.distance
+            );
+        }
+        t.push_str("</ul>");
+    }
+    page.section(VALIDATION_SECTION, "External validation", t);
+    Ok(())
+}
+
 /// Section ids of an evaluation report, in page order.
 pub const EVALUATION_SECTIONS: [&str; 8] = [
     "data",
@@ -308,7 +392,12 @@ pub fn training(o: &TrainOutcome, dataset: &Dataset, groups: &Groups) -> Result<
         "Data",
         format!(
             "<p>Folder <code>{}</code>: {} images used, {} <b>{}</b> and {} <b>{}</b>.</p>{}",
-            esc(&dataset.root.display().to_string()),
+            esc(&dataset
+                .roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")),
             s.n,
             s.class_counts[1],
             esc(&m.labels[1]),
@@ -400,6 +489,14 @@ pub fn training(o: &TrainOutcome, dataset: &Dataset, groups: &Groups) -> Result<
             plots(&[plots::losses(&o.head.history, &o.fold_histories)?])
         ),
     );
+    if !o.validation.is_empty() {
+        let oof_curve = plots::Curve {
+            name: "cross-validation (out of fold)".into(),
+            probs: &o.oof,
+            labels: &labels,
+        };
+        validation_section(&mut page, &o.validation, Some(oof_curve), s.threshold)?;
+    }
     let scored: Vec<Scored<'_>> = dataset
         .items
         .iter()
@@ -533,6 +630,18 @@ pub fn evaluation(e: &Evaluation, model: &Path, data: &Path) -> Result<String> {
         "model",
         "Model",
         model_table(manifest, &[("model".into(), model.to_path_buf())]),
+    );
+    Ok(page.render())
+}
+
+/// The page of `evaluate --validate`: a model file on several folders.
+pub fn validation(v: &crate::evaluate::Validated, model: &Path) -> Result<String> {
+    let mut page = Page::new(&format!("scanside validation: {}", v.model_id));
+    validation_section(&mut page, &v.sets, None, v.manifest.threshold)?;
+    page.section(
+        "model",
+        "Model",
+        model_table(&v.manifest, &[("model".into(), model.to_path_buf())]),
     );
     Ok(page.render())
 }

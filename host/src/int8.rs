@@ -34,13 +34,15 @@ use crate::train::FoldHead;
 use crate::{Error, Result, onnx_graph};
 
 /// The activation range method used unless told otherwise, chosen by
-/// measured decision agreement with f32 in tract (README, "Int8": min/max
-/// flips 1 of the 30 team-set images nearest the threshold, p99.999 flips
-/// 2; `examples/static_ranges.rs` builds the models).
+/// measured decision agreement with f32 in tract (docs/int8.md, "The static
+/// scheme's range method": min/max flips 1 of the 30 team-set images
+/// nearest the threshold, p99.999 flips 2; `examples/static_ranges.rs`
+/// builds the models).
 pub const DEFAULT_RANGE: RangeMethod = RangeMethod::MinMax;
 
 /// The int8 form used unless told otherwise (chosen by measured latency in
-/// tract; see the README's quantization table).
+/// tract; see docs/int8.md, "Why `weights` is the default", and the latency
+/// table in docs/benchmarks.md).
 pub const DEFAULT_SCHEME: Scheme = Scheme::Weights;
 
 /// Options of the int8 step.
@@ -135,6 +137,45 @@ pub struct Int8Report {
     /// agreement plot; not serialised).
     #[serde(skip)]
     pub training_pairs: Vec<[f32; 2]>,
+    /// The same comparison on every `--validate` folder.
+    #[serde(default)]
+    pub validation: Vec<Int8Validation>,
+}
+
+/// The int8 model against the f32 model on one validation folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Int8Validation {
+    /// The folder.
+    pub folder: PathBuf,
+    /// Decisions and probabilities, f32 against int8.
+    pub agreement: Agreement,
+    /// The f32 model's metrics at the threshold.
+    pub f32: Metrics,
+    /// The int8 model's metrics at the threshold.
+    pub int8: Metrics,
+    /// The int8 model's probability per image, in the folder's order (not
+    /// serialised).
+    #[serde(skip)]
+    pub probabilities: Vec<f32>,
+}
+
+impl Int8Validation {
+    /// Accuracy drop from f32 to int8 (positive = worse).
+    pub fn accuracy_drop(&self) -> f64 {
+        self.f32.accuracy - self.int8.accuracy
+    }
+}
+
+/// A validation folder's images and the f32 model's probabilities on them.
+pub struct ValidationReference<'a> {
+    /// The folder.
+    pub folder: &'a Path,
+    /// Its scored images.
+    pub files: Vec<PathBuf>,
+    /// Their labels.
+    pub labels: Vec<u8>,
+    /// The f32 model's probabilities.
+    pub probabilities: Vec<f32>,
 }
 
 impl Int8Report {
@@ -159,6 +200,24 @@ impl Int8Report {
                 100.0 * self.accuracy_drop(),
                 100.0 * self.options.max_accuracy_drop
             ));
+        }
+        for v in &self.validation {
+            if v.agreement.decision_agreement < self.options.min_agreement {
+                problems.push(format!(
+                    "decision agreement with f32 on {} is {:.2} % (< {:.2} %)",
+                    v.folder.display(),
+                    100.0 * v.agreement.decision_agreement,
+                    100.0 * self.options.min_agreement
+                ));
+            }
+            if v.accuracy_drop() > self.options.max_accuracy_drop {
+                problems.push(format!(
+                    "accuracy on {} drops by {:.2} pt (> {:.2} pt)",
+                    v.folder.display(),
+                    100.0 * v.accuracy_drop(),
+                    100.0 * self.options.max_accuracy_drop
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -187,6 +246,8 @@ pub struct F32Reference<'a> {
     pub oof: &'a [f32],
     /// The cross-validation heads that produced `oof`.
     pub fold_heads: &'a [FoldHead],
+    /// The `--validate` folders.
+    pub validation: Vec<ValidationReference<'a>>,
 }
 
 /// Pick `n` calibration images, the same share from each class, seeded.
@@ -318,21 +379,36 @@ pub fn quantize_checked(
     };
     let int8_sha = scanside_shared::sha256_hex(&int8);
 
-    let run_path = cache.record_path("int8-runs", &files_key(&int8_sha, reference.files));
-    let run: Int8Run = match read_record(&run_path) {
-        Some(r) => r,
-        None => {
-            if !quiet {
-                eprintln!(
-                    "checking the int8 model in tract on {} images …",
-                    reference.files.len()
-                );
-            }
-            let r = run_with_features(&int8, reference.path, reference.files)?;
-            write_record(&run_path, &r)?;
-            r
+    let cached_run = |files: &[PathBuf]| -> Result<Int8Run> {
+        let run_path = cache.record_path("int8-runs", &files_key(&int8_sha, files));
+        if let Some(r) = read_record(&run_path) {
+            return Ok(r);
         }
+        if !quiet {
+            eprintln!(
+                "checking the int8 model in tract on {} images …",
+                files.len()
+            );
+        }
+        let r = run_with_features(&int8, reference.path, files)?;
+        write_record(&run_path, &r)?;
+        Ok(r)
     };
+    let run = cached_run(reference.files)?;
+    let validation = reference
+        .validation
+        .iter()
+        .map(|v| {
+            let r = cached_run(&v.files)?;
+            Ok(Int8Validation {
+                folder: v.folder.to_path_buf(),
+                agreement: agreement(&v.probabilities, &r.probabilities, threshold, &v.files),
+                f32: Metrics::compute(&v.probabilities, &v.labels, threshold),
+                int8: Metrics::compute(&r.probabilities, &v.labels, threshold),
+                probabilities: r.probabilities,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     // The device loads models through the shared classifier: make sure it
     // agrees with the two-output plan used above.
     let device = Classifier::from_bytes(&int8, reference.path)?;
@@ -387,6 +463,7 @@ pub fn quantize_checked(
             .zip(&run.probabilities)
             .map(|(&a, &b)| [a, b])
             .collect(),
+        validation,
     };
     Ok((int8, report))
 }
@@ -483,6 +560,7 @@ mod tests {
             oof_decision_agreement: 1.0,
             options: QuantizeOptions::default(),
             training_pairs: Vec::new(),
+            validation: Vec::new(),
         };
         assert!(r.accept().is_ok());
         r.oof_int8 = m(0.79);

@@ -24,11 +24,15 @@
 //!    with its parent on the same folds and a regression set, promoted
 //!    only if it is not worse.
 //! 10. [`explain`] draws where a model looked (Grad-CAM overlays).
+//! 11. [`validation`] scores a finished model on folders it was never
+//!     fitted to; [`operating_point`] chooses its threshold; [`adaptation`]
+//!     measures how many reviewed scans of a new site it takes to adapt.
 //!
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
 
 pub mod adamw;
+pub mod adaptation;
 pub mod augment;
 pub mod backbone;
 pub mod calibrate;
@@ -45,11 +49,13 @@ pub mod html_report;
 pub mod int8;
 pub mod metrics;
 pub mod onnx_graph;
+pub mod operating_point;
 pub mod plots;
 pub mod quantize;
 pub mod report;
 pub mod retrain;
 pub mod review;
 pub mod train;
+pub mod validation;
 
 pub use error::{Error, Result};

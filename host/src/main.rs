@@ -16,6 +16,7 @@ use scanside::calibrate::RangeMethod;
 use scanside::features::{Asymmetry, FeatureCache, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::int8::QuantizeOptions;
+use scanside::operating_point::ThresholdRule;
 use scanside::quantize::Scheme;
 use scanside::train::{self, TrainOptions};
 use scanside_shared::classifier::classify_command;
@@ -80,6 +81,11 @@ struct RetrainArgs {
     /// A sentence for the new model's list of changes.
     #[arg(long)]
     note: Option<String>,
+    /// Which out-of-fold predictions set the candidate's threshold: `all`
+    /// images, or only the newly `reviewed` scans (a site's own; needs at
+    /// least 20 of each class).
+    #[arg(long, value_enum, default_value = "all")]
+    threshold_on: ThresholdOnArg,
     /// Print the comparison as one JSON object.
     #[arg(long)]
     json: bool,
@@ -93,6 +99,11 @@ struct BuildArgs {
     /// Write only the f32 model (skip int8 quantization).
     #[arg(long)]
     no_quantize: bool,
+    /// Score the final model on this labelled folder too (repeatable; never
+    /// used to fit weights; copies of training images are left out):
+    /// `validation.json`, the reports and the model's metadata.
+    #[arg(long, value_name = "DIR")]
+    validate: Vec<PathBuf>,
     #[command(flatten)]
     recipe: RecipeArgs,
     #[command(flatten)]
@@ -105,6 +116,7 @@ impl BuildArgs {
         let quantize = (!self.no_quantize).then(|| self.quant.options());
         TrainOptions {
             quantize,
+            validate: self.validate,
             ..self.recipe.options(out)
         }
     }
@@ -199,6 +211,22 @@ enum CropArg {
     Head,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ThresholdOnArg {
+    /// Every training image.
+    All,
+    /// The newly reviewed scans only.
+    Reviewed,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ThresholdRuleArg {
+    /// Highest threshold whose out-of-fold sensitivity reaches the target.
+    Quantile,
+    /// Target quantile of a robust normal fit to the tumour log-odds.
+    LogitNormal,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum PoolingArg {
     Avg,
@@ -252,9 +280,12 @@ struct TrainArgs {
 /// The training recipe: data, backbone and head options.
 #[derive(clap::Args)]
 struct RecipeArgs {
-    /// Dataset root with one folder per class.
-    #[arg(long)]
-    data: PathBuf,
+    /// Dataset root with one folder per class. Repeat to train on several
+    /// sources at once (each keeps its name in the reports; folds stay
+    /// duplicate-grouped across them; `retrain` reads the review queue of
+    /// the first).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
     /// Imported backbone.
     #[arg(long, default_value = DEFAULT_BACKBONE)]
     backbone: PathBuf,
@@ -283,7 +314,7 @@ struct RecipeArgs {
     views: usize,
     /// How augmented views are made: `cutout` also greys a random square
     /// in half of them, so that a local defect is not by itself evidence
-    /// (see the README) [default: cutout].
+    /// (see docs/training.md, "Choosing the head") [default: cutout].
     #[arg(long, value_enum)]
     augmentation: Option<AugmentationArg>,
     /// Folds per repeat.
@@ -295,6 +326,12 @@ struct RecipeArgs {
     /// Sensitivity the operating threshold must reach on out-of-fold data.
     #[arg(long, default_value_t = 0.97)]
     target_sensitivity: f64,
+    /// How the threshold is chosen from out-of-fold probabilities:
+    /// `quantile`, the highest that reaches the target sensitivity, or
+    /// `logit-normal`, the target quantile of a robust normal fit to the
+    /// tumour scores' log-odds [default: quantile].
+    #[arg(long, value_enum)]
+    threshold_rule: Option<ThresholdRuleArg>,
     /// Hidden layer widths, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = HeadConfig::default().hidden)]
     hidden: Vec<usize>,
@@ -394,8 +431,20 @@ struct EvaluateArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Labelled folder (one folder per class, named as the model's labels).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "validate",
+        conflicts_with = "validate"
+    )]
+    data: Option<PathBuf>,
+    /// Score the model on these labelled folders (repeatable), with the
+    /// figures and JSON layout of `train --validate`.
+    #[arg(long, value_name = "DIR")]
+    validate: Vec<PathBuf>,
+    /// Perceptual-hash distance that links near-duplicates (bootstrap groups
+    /// of `--validate`).
+    #[arg(long, default_value_t = scanside::dedup::DEFAULT_MAX_DISTANCE)]
+    dedup_distance: u32,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -529,6 +578,7 @@ fn retrain(a: RetrainArgs, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
         base: a.base,
         tolerance: a.tolerance,
         note: a.note,
+        threshold_on_reviewed: a.threshold_on == ThresholdOnArg::Reviewed,
     };
     let r = scanside::retrain::run(&opts).context("retrain failed")?;
     let c = &r.comparison;
@@ -593,7 +643,8 @@ fn import_backbone(a: ImportArgs) -> Result<ExitCode> {
 
 impl RecipeArgs {
     fn options(self, out: &std::path::Path) -> TrainOptions {
-        let mut opts = TrainOptions::new(&self.data, &self.backbone, out);
+        let mut opts = TrainOptions::new(&self.data[0], &self.backbone, out);
+        opts.more_data = self.data[1..].to_vec();
         opts.data.positive = self.positive;
         opts.data.negative = self.negative;
         if let Some(c) = self.cache {
@@ -617,6 +668,12 @@ impl RecipeArgs {
         opts.folds = self.folds;
         opts.repeats = self.repeats;
         opts.target_sensitivity = self.target_sensitivity;
+        if let Some(rule) = self.threshold_rule {
+            opts.threshold_rule = match rule {
+                ThresholdRuleArg::Quantile => ThresholdRule::Quantile,
+                ThresholdRuleArg::LogitNormal => ThresholdRule::LogitNormal,
+            };
+        }
         opts.dedup_distance = self.dedup_distance;
         opts.quiet = self.quiet;
         opts.head = HeadConfig {
@@ -685,6 +742,7 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
                 -100.0 * q.report.accuracy_drop()
             );
         }
+        print_validation(&outcome.validation);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -711,16 +769,45 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line per validation result.
+fn print_validation(results: &[scanside::validation::ValidationResult]) {
+    for r in results {
+        let m = &r.at_threshold;
+        println!(
+            "validation {} ({}, n = {}, {} left out): AUC {:.3} (95 % CI {:.3}–{:.3}); \
+             at threshold {:.4}: accuracy {:.1} %, sensitivity {:.1} %, specificity {:.1} %; \
+             at 0.5: accuracy {:.1} %, sensitivity {:.1} %, specificity {:.1} %",
+            r.folder.display(),
+            r.engine,
+            r.n,
+            r.excluded.len(),
+            r.auc,
+            r.auc_ci[0],
+            r.auc_ci[1],
+            m.threshold,
+            100.0 * m.accuracy,
+            100.0 * m.sensitivity,
+            100.0 * m.specificity,
+            100.0 * r.at_half.accuracy,
+            100.0 * r.at_half.sensitivity,
+            100.0 * r.at_half.specificity,
+        );
+    }
+}
+
 fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let model = scanside_shared::shipped::resolve(a.model)?;
-    let e = scanside::evaluate::run(&model, &a.data)?;
+    let Some(data) = a.data else {
+        return evaluate_validate(&model, &a.validate, a.dedup_distance, a.json, a.report);
+    };
+    let e = scanside::evaluate::run(&model, &data)?;
     for s in &e.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
     let report = a
         .report
         .unwrap_or_else(|| scanside::evaluate::default_report_path(&model));
-    let html = scanside::html_report::evaluation(&e, &model, &a.data)?;
+    let html = scanside::html_report::evaluation(&e, &model, &data)?;
     match scanside::backbone::write_atomically(&report, html.as_bytes()) {
         Ok(()) => eprintln!("report: {}", report.display()),
         Err(err) => eprintln!("warning: no HTML report written: {err}"),
@@ -740,6 +827,38 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
             m.threshold,
             e.notice
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn evaluate_validate(
+    model: &std::path::Path,
+    folders: &[PathBuf],
+    dedup_distance: u32,
+    json: bool,
+    report: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let v = scanside::evaluate::validate(model, folders, dedup_distance)?;
+    for s in v.sets.iter().flat_map(|r| &r.skipped) {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+    let report = report.unwrap_or_else(|| scanside::evaluate::default_report_path(model));
+    let html = scanside::html_report::validation(&v, model)?;
+    match scanside::backbone::write_atomically(&report, html.as_bytes()) {
+        Ok(()) => eprintln!("report: {}", report.display()),
+        Err(err) => eprintln!("warning: no HTML report written: {err}"),
+    }
+    if json {
+        let file = scanside::validation::ValidationFile {
+            notice: scanside_shared::classifier::NOTICE,
+            format_version: scanside::validation::VALIDATION_FORMAT_VERSION,
+            model_id: &v.model_id,
+            sets: &v.sets,
+        };
+        println!("{}", serde_json::to_string(&file)?);
+    } else {
+        print_validation(&v.sets);
+        println!("{}", scanside_shared::classifier::NOTICE);
     }
     Ok(ExitCode::SUCCESS)
 }

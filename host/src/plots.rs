@@ -296,3 +296,104 @@ pub fn agreement(pairs: &[[f32; 2]], threshold: f32) -> Result<String> {
         legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
+
+/// One set of scored images in an overlay plot.
+pub struct Curve<'a> {
+    /// Legend name, e.g. "cross-validation (out of fold)".
+    pub name: String,
+    /// Positive-class probabilities.
+    pub probs: &'a [f32],
+    /// Labels (1 = positive).
+    pub labels: &'a [u8],
+}
+
+const PALETTE: [RGBColor; 6] = [
+    LINE,
+    SECOND,
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+/// ROC curves of several sets on one plot, each with its operating point
+/// at `threshold`.
+pub fn roc_overlay(curves: &[Curve<'_>], threshold: f32) -> Result<String> {
+    svg(|root| {
+        let mut chart = unit_chart(root, "ROC curves", "1 − specificity", "sensitivity")?;
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.3).stroke_width(1),
+            ))
+            .map_err(plot_err)?;
+        for (c, colour) in curves.iter().zip(PALETTE.iter().cycle()) {
+            let auc = crate::metrics::auc(c.probs, c.labels);
+            labelled_line(
+                &mut chart,
+                roc_curve(c.probs, c.labels),
+                colour.stroke_width(2),
+                0,
+                &format!("{}, AUC {auc:.3}", c.name),
+            )?;
+            let at = Confusion::at(c.probs, c.labels, threshold);
+            chart
+                .draw_series([Circle::new(
+                    (1.0 - at.specificity(), at.sensitivity()),
+                    5,
+                    colour.filled(),
+                )])
+                .map_err(plot_err)?;
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
+
+/// Sensitivity (solid) and specificity (thin) of several sets against the
+/// threshold, on a log-odds axis so that thresholds near 0 or 1 are
+/// readable; the vertical line is the model's threshold.
+pub fn sensitivity_overlay(curves: &[Curve<'_>], threshold: f32) -> Result<String> {
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let steps: Vec<f64> = (0..=240).map(|i| -12.0 + f64::from(i) * 0.1).collect();
+    svg(|root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("Sensitivity and specificity vs threshold", (FONT, 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-12f64..12f64, 0f64..1.02f64)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("threshold, log-odds ln(t / (1 − t))")
+            .y_desc("rate")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(plot_err)?;
+        for (c, colour) in curves.iter().zip(PALETTE.iter().cycle()) {
+            let at = |l: f64| Confusion::at(c.probs, c.labels, (1.0 / (1.0 + (-l).exp())) as f32);
+            labelled_line(
+                &mut chart,
+                steps.iter().map(|&l| (l, at(l).sensitivity())),
+                colour.stroke_width(2),
+                0,
+                &format!("{}: sensitivity", c.name),
+            )?;
+            chart
+                .draw_series(LineSeries::new(
+                    steps.iter().map(|&l| (l, at(l).specificity())),
+                    colour.mix(0.6).stroke_width(1),
+                ))
+                .map_err(plot_err)?;
+        }
+        let t = logit(f64::from(threshold).clamp(1e-6, 1.0 - 1e-6));
+        labelled_line(
+            &mut chart,
+            [(t, 0.0), (t, 1.02)],
+            POINT.stroke_width(1),
+            0,
+            &format!("threshold {threshold:.4} (thin: specificity)"),
+        )?;
+        legend(&mut chart, SeriesLabelPosition::MiddleRight)
+    })
+}

@@ -5,8 +5,10 @@ use std::fmt::Write;
 use crate::dataset::Dataset;
 use crate::dedup::Groups;
 use crate::int8::Int8Report;
+use crate::operating_point::ThresholdRule;
 use crate::quantize::Scheme;
 use crate::train::{CvSummary, TrainOptions, TrainOutcome};
+use crate::validation::ValidationResult;
 
 /// A fraction as a percentage with one decimal, `n/a` when undefined.
 pub(crate) fn pct(v: f64) -> String {
@@ -88,7 +90,9 @@ pub fn markdown(
     let _ = writeln!(w, "- training data SHA-256: `{}`\n", m.training_data_sha256);
 
     let _ = writeln!(w, "## Data\n");
-    let _ = writeln!(w, "- folder: `{}`", dataset.root.display());
+    for root in &dataset.roots {
+        let _ = writeln!(w, "- folder: `{}`", root.display());
+    }
     let _ = writeln!(
         w,
         "- images used: {} ({} `{}`, {} `{}`)",
@@ -127,9 +131,17 @@ pub fn markdown(
         "Stratified, duplicate-grouped {}-fold × {} repeats; {} augmented views per training image; test folds see original images only.",
         s.folds, s.repeats, opts.augmented_views
     );
+    let rule = match o.operating_point.rule {
+        ThresholdRule::Quantile => "rule `quantile`: the highest reaching".to_string(),
+        ThresholdRule::LogitNormal => format!(
+            "rule `logit-normal`: median {:.2} and robust spread {:.2} of the tumour log-odds, the quantile for",
+            o.operating_point.median_logit.unwrap_or(f64::NAN),
+            o.operating_point.spread_logit.unwrap_or(f64::NAN)
+        ),
+    };
     let _ = writeln!(
         w,
-        "Operating threshold {:.4}: the highest reaching sensitivity ≥ {} on out-of-fold predictions (per-fold figures use a threshold chosen on the other folds of their repeat).\n",
+        "Operating threshold {:.4} ({rule} sensitivity ≥ {} on out-of-fold predictions; per-fold figures use a threshold chosen on the other folds of their repeat).\n",
         s.threshold, s.target_sensitivity
     );
     let _ = writeln!(
@@ -148,6 +160,30 @@ pub fn markdown(
             pct(r.ci[1]),
             pct(r.at_half)
         );
+    }
+    if !s.per_source.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nPer source (repeat-averaged out-of-fold probabilities at the threshold):\n"
+        );
+        let _ = writeln!(
+            w,
+            "| source | n | accuracy | sensitivity | specificity | AUC |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|");
+        for src in &s.per_source {
+            let m = &src.metrics;
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {} | {} | {} | {:.3} |",
+                src.folder.display(),
+                m.n,
+                pct(m.accuracy),
+                pct(m.sensitivity),
+                pct(m.specificity),
+                m.auc
+            );
+        }
     }
     let c = s.confusion;
     let _ = writeln!(
@@ -184,6 +220,11 @@ pub fn markdown(
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    if !o.validation.is_empty() {
+        let _ = writeln!(w, "\n## External validation\n");
+        w.push_str(&validation_markdown(&o.validation));
+    }
 
     if !o.sizes.is_empty() {
         let _ = writeln!(w, "\n## Input size\n");
@@ -234,6 +275,43 @@ pub fn markdown(
         "\n({} views extracted, the rest read from the feature cache.)",
         o.views_computed
     );
+    r
+}
+
+/// Validation results as a Markdown table, with what was left out.
+pub fn validation_markdown(results: &[ValidationResult]) -> String {
+    let mut r = String::new();
+    let w = &mut r;
+    let _ = writeln!(
+        w,
+        "The final model on labelled folders it was never fitted to; copies of training images left out; 95 % bootstrap intervals over each folder's near-duplicate groups.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| folder | engine | n | left out | AUC (95 % CI) | threshold | accuracy | sensitivity | specificity | accuracy @ 0.5 | sensitivity @ 0.5 | specificity @ 0.5 |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for v in results {
+        let m = &v.at_threshold;
+        let _ = writeln!(
+            w,
+            "| `{}` | {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.4} | {} | {} | {} | {} | {} | {} |",
+            v.folder.display(),
+            v.engine,
+            v.n,
+            v.excluded.len(),
+            v.auc,
+            v.auc_ci[0],
+            v.auc_ci[1],
+            m.threshold,
+            pct(m.accuracy),
+            pct(m.sensitivity),
+            pct(m.specificity),
+            pct(v.at_half.accuracy),
+            pct(v.at_half.sensitivity),
+            pct(v.at_half.specificity)
+        );
+    }
     r
 }
 
@@ -289,9 +367,36 @@ pub fn int8_markdown(q: &Int8Report) -> String {
             100.0 * (b - a)
         );
     }
+    for v in &q.validation {
+        let _ = writeln!(
+            w,
+            "\n`{}` ({} images, threshold {:.4}): decision agreement {:.2} %, max |Δp| {:.4}\n",
+            v.folder.display(),
+            v.agreement.images,
+            v.f32.threshold,
+            100.0 * v.agreement.decision_agreement,
+            v.agreement.max_abs_diff
+        );
+        let _ = writeln!(w, "| metric | f32 | int8 | change |");
+        let _ = writeln!(w, "|---|---|---|---|");
+        for (name, a, b) in [
+            ("accuracy", v.f32.accuracy, v.int8.accuracy),
+            ("sensitivity", v.f32.sensitivity, v.int8.sensitivity),
+            ("specificity", v.f32.specificity, v.int8.specificity),
+            ("auc", v.f32.auc, v.int8.auc),
+        ] {
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {} | {:+.2} pt |",
+                pct(a),
+                pct(b),
+                100.0 * (b - a)
+            );
+        }
+    }
     let _ = writeln!(
         w,
-        "\nRefused if agreement < {:.2} % or out-of-fold accuracy drops by more than {:.2} pt.",
+        "\nRefused if agreement < {:.2} % or accuracy drops by more than {:.2} pt (out of fold, and on each validation folder).",
         100.0 * q.options.min_agreement,
         100.0 * q.options.max_accuracy_drop
     );

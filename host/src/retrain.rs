@@ -42,6 +42,7 @@ use scanside_shared::manifest::{Lineage, ModelManifest};
 use crate::augment::Augmentation;
 use crate::backbone::write_atomically;
 use crate::head::HeadConfig;
+use crate::operating_point::ThresholdRule;
 use crate::report::pct;
 use crate::train::{self, F32_MODEL_FILE, INT8_MODEL_FILE, TrainOptions, TrainOutcome};
 use crate::{Error, Result, html_report, review};
@@ -71,7 +72,13 @@ pub struct RetrainOptions {
     pub tolerance: f64,
     /// A sentence for the lineage's list of changes.
     pub note: Option<String>,
+    /// Choose the candidate's threshold on the out-of-fold predictions of
+    /// the newly reviewed scans only (the site's own), not on every image.
+    pub threshold_on_reviewed: bool,
 }
+
+/// Reviewed scans of each class that `--threshold-on reviewed` needs.
+pub const MIN_REVIEWED_FOR_THRESHOLD: usize = 20;
 
 /// One metric, parent against candidate.
 #[derive(Clone, Debug, Serialize)]
@@ -232,6 +239,11 @@ fn parent_recipe(base: &ModelManifest, candidate: &TrainOptions) -> Result<Train
     let target = base.cv_metrics["target_sensitivity"]
         .as_f64()
         .unwrap_or(candidate.target_sensitivity);
+    // Recorded only when not the default (older models have none).
+    let threshold_rule = match base.head.get("threshold_rule") {
+        None => ThresholdRule::default(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| bad("`head.threshold_rule`"))?,
+    };
     Ok(TrainOptions {
         size: base.preprocessing.size,
         crop: base.preprocessing.crop,
@@ -239,6 +251,7 @@ fn parent_recipe(base: &ModelManifest, candidate: &TrainOptions) -> Result<Train
         augmentation,
         head,
         target_sensitivity: target,
+        threshold_rule,
         size_candidates: Vec::new(),
         ..candidate.clone()
     })
@@ -286,6 +299,7 @@ pub fn inherit(
         "views" => augmented_views;
         "augmentation" => augmentation;
         "target_sensitivity" => target_sensitivity;
+        "threshold_rule" => threshold_rule;
         "pooling" => head.pooling;
         "feature_transform" => head.transform;
         "asymmetry" => head.asymmetry;
@@ -345,6 +359,11 @@ fn recipe_changes(parent: &TrainOptions, candidate: &TrainOptions) -> Vec<String
         "target sensitivity",
         parent.target_sensitivity.to_string(),
         candidate.target_sensitivity.to_string(),
+    );
+    differ(
+        "threshold rule",
+        parent.threshold_rule.name().to_string(),
+        candidate.threshold_rule.name().to_string(),
     );
     changes
 }
@@ -421,7 +440,20 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
 
     // 2. Both recipes, same folds.
     let folds = train::fold_assignment(&prep, cand);
-    let cand_cv = train::cross_validate_on(&prep, cand, &folds, None)?;
+    let threshold_mask = if opts.threshold_on_reviewed {
+        let counts = [0u8, 1].map(|c| regression.iter().filter(|&&i| prep.labels[i] == c).count());
+        if counts.iter().any(|&c| c < MIN_REVIEWED_FOR_THRESHOLD) {
+            return Err(Error::Config(format!(
+                "--threshold-on reviewed needs at least {MIN_REVIEWED_FOR_THRESHOLD} newly \
+                 reviewed scans of each class; there are {} {} and {} {}",
+                counts[1], prep.dataset.labels[1], counts[0], prep.dataset.labels[0]
+            )));
+        }
+        Some(in_regression.clone())
+    } else {
+        None
+    };
+    let cand_cv = train::cross_validate_on(&prep, cand, &folds, None, threshold_mask.as_deref())?;
     let parent_prep;
     let parent_features = if parent_opts.size == cand.size
         && parent_opts.crop == cand.crop
@@ -433,7 +465,8 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
         parent_prep = train::prepare(&parent_opts)?;
         &parent_prep
     };
-    let parent_cv = train::cross_validate_on(parent_features, &parent_opts, &folds, Some(&old))?;
+    let parent_cv =
+        train::cross_validate_on(parent_features, &parent_opts, &folds, Some(&old), None)?;
 
     // 3. The base model file on the regression set.
     let base_p: Vec<f32> = regression
@@ -472,6 +505,32 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
             REGRESSION_ACCURACY,
             parent_acc,
             cand_acc,
+            opts.tolerance,
+        ));
+    }
+    // 5. The validation folders: the base model file against the
+    //    candidate's final model, each at its own threshold.
+    let last = train::fit_final(&prep, &cand_cv, cand)?;
+    for (set, result) in train::validate_final(&prep, cand, &last.head, cs.threshold)? {
+        let base_on_set: Vec<f32> = set
+            .dataset
+            .items
+            .par_iter()
+            .map(|i| Ok(base.classify_file(&i.path)?.probability))
+            .collect::<Result<_>>()?;
+        let (y, _) = result.pairs();
+        let parent_on_set = crate::metrics::Metrics::compute(&base_on_set, &y, parent.threshold);
+        let folder = set.folder.display();
+        metrics.push(compare(
+            &format!("validation auc {folder}"),
+            parent_on_set.auc,
+            result.auc,
+            opts.tolerance,
+        ));
+        metrics.push(compare(
+            &format!("validation accuracy {folder}"),
+            parent_on_set.accuracy,
+            result.at_threshold.accuracy,
             opts.tolerance,
         ));
     }
@@ -591,7 +650,7 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
             changes,
             reviewed_images: reviewed_images.into_iter().collect(),
         };
-        let outcome = train::run_prepared(prep, cand_cv, cand, lineage)?;
+        let outcome = train::run_prepared(prep, cand_cv, last, cand, lineage)?;
         let id = outcome.manifest.model_id.clone();
         let source = match &outcome.int8 {
             Some(q) => q.model_path.clone(),

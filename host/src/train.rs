@@ -25,16 +25,20 @@ use crate::dataset::{Dataset, DatasetOptions, Skipped};
 use crate::features::{Asymmetry, FeatureCache, extract_all, head_input};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
 use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
-use crate::metrics::{
-    Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std, threshold_for_sensitivity,
-};
+use crate::metrics::{Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std};
+use crate::operating_point::{self, OperatingPoint, ThresholdRule};
+use crate::validation::{self, ValidationResult, ValidationSet};
 use crate::{Error, Result, cv, dedup, export, html_report, report};
 
 /// Everything `train` needs to know.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
-    /// The labelled dataset.
+    /// The labelled dataset (the first source; `retrain` keeps its review
+    /// queue here).
     pub data: DatasetOptions,
+    /// Further source folders trained on with it (`--data` repeated), with
+    /// the same class folders and decode limits.
+    pub more_data: Vec<PathBuf>,
     /// The imported backbone file.
     pub backbone: PathBuf,
     /// Output folder.
@@ -48,7 +52,8 @@ pub struct TrainOptions {
     /// Augmented views per training image (in addition to the original).
     pub augmented_views: usize,
     /// How the augmented views are made (default: with cutout, chosen by
-    /// grouped CV and the occlusion probe; README "Choosing the head").
+    /// grouped CV and the occlusion probe; docs/training.md, "Choosing the
+    /// head").
     pub augmentation: Augmentation,
     /// Head architecture and recipe.
     pub head: HeadConfig,
@@ -58,6 +63,11 @@ pub struct TrainOptions {
     pub repeats: usize,
     /// Sensitivity the operating threshold must reach.
     pub target_sensitivity: f64,
+    /// How the threshold is chosen from out-of-fold predictions.
+    pub threshold_rule: ThresholdRule,
+    /// Labelled folders the final model is scored on (never fitted to):
+    /// `--validate`.
+    pub validate: Vec<PathBuf>,
     /// Perceptual-hash distance that links near-duplicates.
     pub dedup_distance: u32,
     /// Bootstrap resamples for intervals.
@@ -83,6 +93,7 @@ impl TrainOptions {
     ) -> Self {
         TrainOptions {
             data: DatasetOptions::new(data),
+            more_data: Vec::new(),
             backbone: backbone.into(),
             out: out.into(),
             cache: FeatureCache::new(FeatureCache::default_dir()),
@@ -94,6 +105,8 @@ impl TrainOptions {
             folds: 5,
             repeats: 3,
             target_sensitivity: 0.97,
+            threshold_rule: ThresholdRule::default(),
+            validate: Vec::new(),
             dedup_distance: dedup::DEFAULT_MAX_DISTANCE,
             bootstrap: 1000,
             verify_tolerance: 1e-4,
@@ -101,6 +114,16 @@ impl TrainOptions {
             size_candidates: Vec::new(),
             quiet: false,
         }
+    }
+
+    /// Every source folder, the first being [`TrainOptions::data`].
+    pub fn sources(&self) -> Vec<DatasetOptions> {
+        std::iter::once(self.data.clone())
+            .chain(self.more_data.iter().map(|root| DatasetOptions {
+                root: root.clone(),
+                ..self.data.clone()
+            }))
+            .collect()
     }
 
     fn validate(&self) -> Result<()> {
@@ -196,6 +219,22 @@ pub struct CvSummary {
     pub at_half: std::collections::BTreeMap<String, f64>,
     /// Every fold.
     pub per_fold: Vec<FoldResult>,
+    /// With several `--data` folders: each source's figures (omitted with
+    /// one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_source: Vec<SourceSummary>,
+}
+
+/// One source folder's share of the cross-validation: its images' out-of-fold
+/// probabilities (averaged over repeats) at the model's threshold.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceSummary {
+    /// The folder.
+    pub folder: PathBuf,
+    /// Metrics of its images' out-of-fold probabilities at the threshold
+    /// (`n`, `accuracy`, …, `auc`, `confusion`).
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// Wall time and peak memory of one stage.
@@ -235,7 +274,15 @@ pub struct TrainOutcome {
     pub int8: Option<Int8Outcome>,
     /// The input-size comparison, when sizes were compared.
     pub sizes: Vec<SizeResult>,
+    /// Figures on every `--validate` folder: the f32 model's, then the
+    /// int8 model's when it was checked.
+    pub validation: Vec<ValidationResult>,
+    /// How the threshold was chosen.
+    pub operating_point: OperatingPoint,
 }
+
+/// File name of the validation figures in the output folder.
+pub const VALIDATION_FILE: &str = "validation.json";
 
 /// Accuracy a smaller input may lose against the best size and still be
 /// chosen (0.005 = 0.5 percentage points).
@@ -425,7 +472,7 @@ fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared>
     opts.validate()?;
     let backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
     watch.lap("load backbone");
-    let dataset = Dataset::load_cached(&opts.data, &opts.cache)?;
+    let dataset = Dataset::load_sources(&opts.sources(), &opts.cache)?;
     for s in &dataset.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
@@ -482,6 +529,8 @@ pub struct CvResult {
     /// Every fold's head and held-out items, to score other features
     /// (e.g. the int8 model's) out of fold.
     pub fold_heads: Vec<FoldHead>,
+    /// How the threshold was chosen from `oof_mean`.
+    pub operating_point: OperatingPoint,
 }
 
 /// A head trained on all folds but one, and the items it never saw.
@@ -515,20 +564,25 @@ pub fn fold_assignment(prep: &Prepared, opts: &TrainOptions) -> Vec<Vec<usize>> 
 
 /// Cross-validate the head recipe in `opts` on prepared features.
 pub fn cross_validate(prep: &Prepared, opts: &TrainOptions) -> Result<CvResult> {
-    cross_validate_on(prep, opts, &fold_assignment(prep, opts), None)
+    cross_validate_on(prep, opts, &fold_assignment(prep, opts), None, None)
 }
 
 /// Cross-validate on given folds (`fold_of[repeat][item]`, one entry per
 /// repeat in `opts`). With `trainable`, only items marked `true` are
 /// trained on; every item of a held-out fold is still scored. This is how
 /// `retrain` scores the parent's recipe, trained on the old data only, on
-/// exactly the candidate's folds.
+/// exactly the candidate's folds. With `threshold_on`, thresholds (the
+/// model's and each fold's) are chosen on the out-of-fold predictions of
+/// the items marked `true` only: how a site's own reviewed scans set the
+/// operating point after site adaptation.
 pub fn cross_validate_on(
     prep: &Prepared,
     opts: &TrainOptions,
     fold_of: &[Vec<usize>],
     trainable: Option<&[bool]>,
+    threshold_on: Option<&[bool]>,
 ) -> Result<CvResult> {
+    let sets_threshold = |i: usize| threshold_on.is_none_or(|m| m[i]);
     let pooled = prep.pooled(&opts.head);
     let labels = &prep.labels;
     let group = &prep.groups.of_item;
@@ -568,8 +622,10 @@ pub fn cross_validate_on(
     // Per repeat and item: probability shifted by the fold's own threshold.
     let mut decisions = vec![vec![f32::NAN; n]; opts.repeats];
     for (r, f, best_epoch, test, p, _) in &fits {
-        let others: Vec<usize> = (0..n).filter(|&i| fold_of[*r][i] != *f).collect();
-        let t = threshold_for_sensitivity(
+        let others: Vec<usize> = (0..n)
+            .filter(|&i| fold_of[*r][i] != *f && sets_threshold(i))
+            .collect();
+        let t = opts.threshold_rule.threshold(
             &others.iter().map(|&i| oof[*r][i]).collect::<Vec<_>>(),
             &others.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
             opts.target_sensitivity,
@@ -589,7 +645,19 @@ pub fn cross_validate_on(
     let oof_mean: Vec<f32> = (0..n)
         .map(|i| oof.iter().map(|r| r[i]).sum::<f32>() / opts.repeats as f32)
         .collect();
-    let threshold = threshold_for_sensitivity(&oof_mean, labels, opts.target_sensitivity);
+    let chosen: Vec<usize> = (0..n).filter(|&i| sets_threshold(i)).collect();
+    let mut operating_point = opts.threshold_rule.choose(
+        &chosen.iter().map(|&i| oof_mean[i]).collect::<Vec<_>>(),
+        &chosen.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+        opts.target_sensitivity,
+    );
+    if threshold_on.is_some() {
+        operating_point.chosen_on = Some(format!(
+            "{} of the {n} training images (the reviewed scans)",
+            chosen.len()
+        ));
+    }
+    let threshold = operating_point.threshold;
     let at_half: Vec<(Vec<u8>, Vec<f32>)> = fits
         .iter()
         .map(|(_, _, _, test, p, _)| (test.iter().map(|&i| labels[i]).collect(), p.clone()))
@@ -606,6 +674,7 @@ pub fn cross_validate_on(
             .into_iter()
             .map(|(repeat, _, _, test, _, head)| FoldHead { repeat, test, head })
             .collect(),
+        operating_point,
     })
 }
 
@@ -620,6 +689,84 @@ struct Fitted {
     in_memory: Vec<f32>,
     verification: export::Verification,
     files: Vec<PathBuf>,
+    /// Every `--validate` folder and the final model's figures on it.
+    validation: Vec<(ValidationSet, ValidationResult)>,
+}
+
+/// Score the final head on every `--validate` folder, with backbone
+/// features computed (and cached) like the training images' original view.
+/// The exported model reproduces this pipeline within the verification
+/// tolerance, so these are the f32 model's figures.
+pub fn validate_final(
+    prep: &Prepared,
+    opts: &TrainOptions,
+    head: &TrainedHead,
+    threshold: f32,
+) -> Result<Vec<(ValidationSet, ValidationResult)>> {
+    let mut out = Vec::new();
+    for folder in &opts.validate {
+        let data = DatasetOptions {
+            root: folder.clone(),
+            ..opts.data.clone()
+        };
+        let set =
+            ValidationSet::load(&data, &opts.cache, &prep.dataset.items, opts.dedup_distance)?;
+        if !opts.quiet {
+            eprintln!(
+                "validating on {}: {} images ({} left out as copies of training images, {} unreadable)",
+                folder.display(),
+                set.dataset.items.len(),
+                set.excluded.len(),
+                set.dataset.skipped.len()
+            );
+        }
+        let probabilities = predict_items(prep, opts, head, &set.dataset.items)?;
+        let result = validation::score(
+            folder.clone(),
+            "f32",
+            &set.dataset.items,
+            &probabilities,
+            threshold,
+            opts.dedup_distance,
+            set.excluded.clone(),
+            set.dataset.skipped.clone(),
+            opts.head.seed,
+        );
+        out.push((set, result));
+    }
+    Ok(out)
+}
+
+/// A head's probabilities for items outside the training data, from their
+/// original view's backbone features (cached).
+pub fn predict_items(
+    prep: &Prepared,
+    opts: &TrainOptions,
+    head: &TrainedHead,
+    items: &[crate::dataset::Item],
+) -> Result<Vec<f32>> {
+    let extracted = extract_all(
+        &prep.backbone,
+        items,
+        1,
+        opts.augmentation,
+        &opts.cache,
+        &opts.data.limits,
+        opts.quiet,
+    )?;
+    let rows: Vec<f32> = extracted
+        .maps
+        .iter()
+        .flat_map(|vs| {
+            head_input(
+                &vs[0],
+                opts.head.pooling,
+                opts.head.transform,
+                opts.head.asymmetry,
+            )
+        })
+        .collect();
+    head.predict(&rows)
 }
 
 /// Cross-validate, fit the final head, export and verify.
@@ -627,38 +774,59 @@ fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitte
     let prep = prepare_timed(opts, watch)?;
     let cv = cross_validate(&prep, opts)?;
     watch.lap("cross-validation");
-    export_verified(prep, cv, opts, None, watch)
+    let last = fit_final(&prep, &cv, opts)?;
+    watch.lap("final fit");
+    export_verified(prep, cv, last, opts, None, watch)
 }
 
-/// Fit the final head on everything, build the model (with `lineage` for a
-/// retrained one), export and verify it.
+/// The head fitted on every image, and its probability per image.
+pub struct FinalFit {
+    /// The head.
+    pub head: TrainedHead,
+    /// Its positive-class probability per dataset item, in memory.
+    pub in_memory: Vec<f32>,
+}
+
+/// Fit the final head on every image for the folds' median epoch count.
+pub fn fit_final(prep: &Prepared, cv: &CvResult, opts: &TrainOptions) -> Result<FinalFit> {
+    let pooled = prep.pooled(&opts.head);
+    let all: Vec<usize> = (0..prep.labels.len()).collect();
+    let head = fit(
+        &samples(
+            &pooled,
+            &prep.labels,
+            &prep.groups.of_item,
+            &all,
+            1 + opts.augmented_views,
+        ),
+        &opts.head,
+        Stopping::FixedEpochs(cv.final_epochs),
+    )?;
+    let in_memory = head.predict(&flat(&pooled, &all))?;
+    Ok(FinalFit { head, in_memory })
+}
+
+/// Build the model from the final head (with `lineage` for a retrained
+/// one), score it on the validation folders, export and verify it.
 fn export_verified(
     prep: Prepared,
     cv: CvResult,
+    last: FinalFit,
     opts: &TrainOptions,
     lineage: Option<Lineage>,
     watch: &mut Stopwatch,
 ) -> Result<Fitted> {
     let Prepared {
-        backbone,
-        dataset,
-        groups,
-        labels,
-        ..
+        backbone, dataset, ..
     } = &prep;
-    let pooled = prep.pooled(&opts.head);
-    let all: Vec<usize> = (0..labels.len()).collect();
-    let views = 1 + opts.augmented_views;
-    let head = fit(
-        &samples(&pooled, labels, &groups.of_item, &all, views),
-        &opts.head,
-        Stopping::FixedEpochs(cv.final_epochs),
-    )?;
-    let in_memory = head.predict(&flat(&pooled, &all))?;
-    watch.lap("final fit");
+    let FinalFit { head, in_memory } = last;
+    let validation = validate_final(&prep, opts, &head, cv.summary.threshold)?;
+    if !validation.is_empty() {
+        watch.lap("external validation");
+    }
 
     let data_sha = dataset.content_sha256();
-    let head_json = serde_json::json!({
+    let mut head_json = serde_json::json!({
         "config": opts.head,
         "final_epochs": cv.final_epochs,
         "augmented_views": opts.augmented_views,
@@ -666,6 +834,11 @@ fn export_verified(
         "folds": opts.folds,
         "repeats": opts.repeats,
     });
+    if opts.threshold_rule != ThresholdRule::default() {
+        // Recorded only when not the default, so default models keep their
+        // id; the chosen point itself is in `extra` either way.
+        head_json["threshold_rule"] = serde_json::json!(opts.threshold_rule);
+    }
     // The parent is part of a model's identity: the same data and recipe
     // reached from another parent is another version.
     let id_source = format!(
@@ -700,11 +873,25 @@ fn export_verified(
         cv_metrics: headline(&cv.summary),
         lineage,
         // Keep the backbone's own record (its source hash) in the model.
-        extra: [(
-            crate::backbone::MANIFEST_KEY.to_string(),
-            serde_json::to_string(&backbone.manifest).expect("serialises"),
-        )]
-        .into(),
+        extra: [
+            (
+                crate::backbone::MANIFEST_KEY.to_string(),
+                serde_json::to_string(&backbone.manifest).expect("serialises"),
+            ),
+            (
+                operating_point::MANIFEST_KEY.to_string(),
+                serde_json::to_string(&cv.operating_point).expect("serialises"),
+            ),
+        ]
+        .into_iter()
+        .chain((!validation.is_empty()).then(|| {
+            let sets: Vec<_> = validation.iter().map(|(_, r)| r.summary()).collect();
+            (
+                validation::MANIFEST_KEY.to_string(),
+                serde_json::to_string(&sets).expect("serialises"),
+            )
+        }))
+        .collect(),
     };
     let feature_width = prep.maps[0][0].width;
     let bytes = export::build(backbone, &opts.head, &head, &manifest, feature_width)?;
@@ -746,6 +933,7 @@ fn export_verified(
         in_memory,
         verification,
         files,
+        validation,
     })
 }
 
@@ -764,6 +952,19 @@ fn quantize_fitted(
         probabilities: &fitted.in_memory,
         oof: &fitted.cv.oof_mean,
         fold_heads: &fitted.cv.fold_heads,
+        validation: fitted
+            .validation
+            .iter()
+            .map(|(set, result)| {
+                let (labels, probabilities) = result.pairs();
+                int8::ValidationReference {
+                    folder: &set.folder,
+                    files: set.dataset.items.iter().map(|i| i.path.clone()).collect(),
+                    labels,
+                    probabilities,
+                }
+            })
+            .collect(),
     };
     int8::quantize_checked(
         &reference,
@@ -799,17 +1000,18 @@ pub fn run(opts: &TrainOptions) -> Result<TrainOutcome> {
     write_outputs(fitted, opts, watch, sizes)
 }
 
-/// Finish a retrain whose cross-validation is done: final fit with the
-/// model's `lineage`, export, verify, quantize, and write everything
+/// Finish a retrain whose cross-validation and final fit are done: export
+/// with the model's `lineage`, verify, quantize, and write everything
 /// `train` writes into `opts.out`.
 pub fn run_prepared(
     prep: Prepared,
     cv: CvResult,
+    last: FinalFit,
     opts: &TrainOptions,
     lineage: Lineage,
 ) -> Result<TrainOutcome> {
     let mut watch = Stopwatch::new();
-    let fitted = export_verified(prep, cv, opts, Some(lineage), &mut watch)?;
+    let fitted = export_verified(prep, cv, last, opts, Some(lineage), &mut watch)?;
     write_outputs(fitted, opts, watch, Vec::new())
 }
 
@@ -849,6 +1051,23 @@ fn write_outputs(
         }
     };
 
+    let mut validation: Vec<ValidationResult> =
+        fitted.validation.iter().map(|(_, r)| r.clone()).collect();
+    if let Some(q) = &int8 {
+        for ((set, f32_result), v) in fitted.validation.iter().zip(&q.report.validation) {
+            validation.push(validation::score(
+                set.folder.clone(),
+                "int8",
+                &set.dataset.items,
+                &v.probabilities,
+                fitted.manifest.threshold,
+                opts.dedup_distance,
+                f32_result.excluded.clone(),
+                f32_result.skipped.clone(),
+                opts.head.seed,
+            ));
+        }
+    }
     let Fitted {
         prep,
         cv,
@@ -874,7 +1093,24 @@ fn write_outputs(
         views_computed: prep.views_computed,
         int8,
         sizes,
+        validation,
+        operating_point: cv.operating_point,
     };
+    if outcome.validation.is_empty() {
+        // Never leave an earlier run's figures beside this model.
+        let _ = std::fs::remove_file(opts.out.join(VALIDATION_FILE));
+    } else {
+        let file = validation::ValidationFile {
+            notice: scanside_shared::classifier::NOTICE,
+            format_version: validation::VALIDATION_FORMAT_VERSION,
+            model_id: &outcome.manifest.model_id,
+            sets: &outcome.validation,
+        };
+        write_atomically(
+            &opts.out.join(VALIDATION_FILE),
+            &serde_json::to_vec_pretty(&file).expect("serialises"),
+        )?;
+    }
     let summary_json = serde_json::to_vec_pretty(&outcome.summary).expect("serialises");
     write_atomically(&opts.out.join("cv.json"), &summary_json)?;
     write_atomically(
@@ -980,6 +1216,28 @@ fn summarise(
     .map(|(k, v)| (format!("{k}_ci"), v))
     .collect();
     let multi = groups.multi_member();
+    let per_source = if dataset.roots.len() > 1 {
+        dataset
+            .roots
+            .iter()
+            .enumerate()
+            .map(|(source, folder)| {
+                let (p, y): (Vec<f32>, Vec<u8>) = dataset
+                    .items
+                    .iter()
+                    .zip(oof_mean)
+                    .filter(|(i, _)| i.source == source)
+                    .map(|(i, &p)| (p, i.label))
+                    .unzip();
+                SourceSummary {
+                    folder: folder.clone(),
+                    metrics: Metrics::compute(&p, &y, threshold),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     CvSummary {
         notice: scanside_shared::classifier::NOTICE,
         n: dataset.items.len(),
@@ -1003,5 +1261,6 @@ fn summarise(
         confusion: Confusion::at(oof_mean, labels, threshold),
         at_half,
         per_fold,
+        per_source,
     }
 }

@@ -680,8 +680,34 @@ fn check_retrain(dir: &Path, data: &Path, base: &Path, backbone: &Path, cache: &
             serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o.stderr)));
         (o, c, out)
     };
-    let (o, c, out) = retrain("worse", &["--learning-rate", "1e-9", "--tolerance", "0"]);
+    let val = dir.join("retrain-val");
+    link_every(&external_data(), &val, 20, 3, 6);
+    let (o, c, out) = retrain(
+        "worse",
+        &[
+            "--learning-rate",
+            "1e-9",
+            "--tolerance",
+            "0",
+            "--validate",
+            s(&val),
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    // The validation folder is part of the rule: the base file's figures
+    // against the candidate's, each at its own threshold.
+    let on_val: Vec<&serde_json::Value> = c["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["metric"].as_str().unwrap().starts_with("validation "))
+        .collect();
+    assert_eq!(on_val.len(), 2, "{}", c["metrics"]);
+    for m in on_val {
+        assert!(m["metric"].as_str().unwrap().ends_with(s(&val)));
+        let parent = m["parent"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&parent), "{m}");
+    }
     assert!(text(&o.stderr).contains("refused"), "{}", text(&o.stderr));
     assert_eq!(c["promoted"], false);
     assert!(!c["reasons"].as_array().unwrap().is_empty());
@@ -709,6 +735,33 @@ fn check_retrain(dir: &Path, data: &Path, base: &Path, backbone: &Path, cache: &
         &scanside::html_report::COMPARISON_SECTIONS,
         0,
     );
+
+    // A threshold from the reviewed scans needs enough of them (here none).
+    let o = scanside(&[
+        "retrain",
+        "--base",
+        s(base),
+        "--data",
+        s(data),
+        "--out",
+        s(&dir.join("too-few")),
+        "--models",
+        s(&models),
+        "--backbone",
+        s(backbone),
+        "--cache",
+        s(cache),
+        "--threshold-on",
+        "reviewed",
+        "--quiet",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("needs at least 20 newly reviewed scans of each class"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!models.exists());
 
     // The base's own recipe on the same data, any result accepted.
     let (o, c, out) = retrain("same", &["--tolerance", "1", "--note", "re-run"]);
@@ -978,4 +1031,195 @@ fn import_and_review_a_device_bundle_from_the_command_line() {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The external validation set (`$SCANSIDE_SHARED/data/external`).
+fn external_data() -> PathBuf {
+    let data = team_data().parent().unwrap().join("external");
+    assert!(
+        data.join("yes").is_dir(),
+        "external validation set not found at {}",
+        data.display()
+    );
+    data
+}
+
+/// Links to every `step`-th file of `from/<class>` (up to `n` per class)
+/// in `to/<class>`.
+fn link_every(from: &Path, to: &Path, step: usize, skip: usize, n: usize) {
+    for class in ["yes", "no"] {
+        std::fs::create_dir_all(to.join(class)).unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(from.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().skip(skip).step_by(step).take(n) {
+            std::os::unix::fs::symlink(f, to.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// `--validate`: the final model is scored on the validation folder's own
+/// images only (a copy of a training image is left out and named; the
+/// figures equal `evaluate --validate` of the model file on the same
+/// images), for the f32 and the int8 model, in `validation.json`, both
+/// reports and the model's metadata. Also: two `--data` sources reported
+/// per source, and the threshold rule recorded with its inputs.
+#[test]
+fn validate_scores_only_the_validation_images_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_dataset(&data, 12);
+    let second = dir.path().join("second");
+    link_every(&team_data(), &second, 9, 4, 6);
+    let val = dir.path().join("val");
+    link_every(&external_data(), &val, 20, 0, 6);
+    let copied = std::fs::read_dir(data.join("yes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jpg") && !p.ends_with("broken scan.jpg"))
+        .unwrap();
+    std::fs::copy(&copied, val.join("yes/copy of a training scan.jpg")).unwrap();
+    let args = train_args(
+        dir.path(),
+        &[
+            "--data",
+            s(&second),
+            "--validate",
+            s(&val),
+            "--threshold-rule",
+            "logit-normal",
+            "--size",
+            "64",
+            "--views",
+            "1",
+            "--folds",
+            "3",
+            "--repeats",
+            "1",
+            "--hidden",
+            "32",
+            "--max-epochs",
+            "30",
+            "--augmentation",
+            "standard",
+            // 12 validation images: one flip is 8 pt.
+            "--min-agreement",
+            "0",
+            "--max-accuracy-drop",
+            "1",
+            "--quiet",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = scanside(&args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = dir.path().join("run");
+    let said = text(&o.stdout);
+    assert!(
+        said.contains("validation ") && said.contains("1 left out"),
+        "{said}"
+    );
+
+    // Two sources, each reported.
+    let cv: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cv.json")).unwrap()).unwrap();
+    assert_eq!(cv["n"], 36);
+    let per_source = cv["per_source"].as_array().unwrap();
+    assert_eq!(per_source.len(), 2);
+    assert_eq!(per_source[0]["n"], 24);
+    assert_eq!(per_source[1]["n"], 12);
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("validation.json")).unwrap()).unwrap();
+    assert_eq!(v["format_version"], 1);
+    let sets = v["sets"].as_array().unwrap();
+    let engines: Vec<&str> = sets.iter().map(|s| s["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["f32", "int8"]);
+    for set in sets {
+        assert_eq!(set["n"], 12, "only the folder's 12 other images: {set}");
+        assert_eq!(set["class_counts"], serde_json::json!([6, 6]));
+        let excluded = set["excluded"].as_array().unwrap();
+        assert_eq!(excluded.len(), 1);
+        assert!(
+            excluded[0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("copy of a training scan.jpg")
+        );
+        assert_eq!(excluded[0]["training_file"], s(&copied));
+        assert_eq!(excluded[0]["distance"], 0);
+        let ci = set["auc_ci"].as_array().unwrap();
+        assert!(ci[0].as_f64().unwrap() <= ci[1].as_f64().unwrap());
+        for key in ["at_threshold", "at_half"] {
+            let c = &set[key]["confusion"];
+            let total: u64 = ["tp", "fp", "tn", "fn"]
+                .iter()
+                .map(|k| c[k].as_u64().unwrap())
+                .sum();
+            assert_eq!(total, 12);
+        }
+        assert_eq!(set["at_half"]["threshold"], 0.5);
+    }
+
+    // The model records the rule with its inputs, and the summary.
+    let model = out.join("model.onnx");
+    let manifest = scanside_shared::classifier::manifest_of(
+        &scanside_shared::classifier::parse_onnx(&std::fs::read(&model).unwrap(), &model).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest.head["threshold_rule"], "logit-normal");
+    let point: serde_json::Value =
+        serde_json::from_str(&manifest.extra["scanside.operating_point"]).unwrap();
+    assert_eq!(point["rule"], "logit-normal");
+    assert!(point["median_logit"].is_number() && point["spread_logit"].is_number());
+    assert_eq!(
+        point["threshold"].as_f64().unwrap() as f32,
+        manifest.threshold
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&manifest.extra["scanside.validation"]).unwrap();
+    assert_eq!(summary[0]["n"], 12);
+    assert_eq!(summary[0]["excluded"], 1);
+
+    // The same figures from the model file, on the same 12 images.
+    let only = dir.path().join("only");
+    link_every(&external_data(), &only, 20, 0, 6);
+    let o = scanside(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--validate",
+        s(&only),
+        "--json",
+        "--report",
+        s(&dir.path().join("validation.html")),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let file = &e["sets"][0];
+    assert_eq!(file["n"], 12);
+    assert!(
+        (file["auc"].as_f64().unwrap() - sets[0]["auc"].as_f64().unwrap()).abs() < 1e-6,
+        "train says {}, the model file {}",
+        sets[0]["auc"],
+        file["auc"]
+    );
+    assert_eq!(
+        file["at_threshold"]["confusion"],
+        sets[0]["at_threshold"]["confusion"]
+    );
+    check_report(
+        &dir.path().join("validation.html"),
+        &[scanside::html_report::VALIDATION_SECTION, "model"],
+        2,
+    );
+
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## External validation"), "{report}");
+    assert!(report.contains("rule `logit-normal`"), "{report}");
+    let mut sections = scanside::html_report::TRAINING_SECTIONS.to_vec();
+    sections.push(scanside::html_report::VALIDATION_SECTION);
+    check_report(&out.join("report.html"), &sections, 7);
 }

@@ -237,6 +237,7 @@ fn classify_dispute_export_review_retrain_install_and_roll_back() {
             models_dir: models.clone(),
             tolerance: 0.05,
             note: Some("test".into()),
+            threshold_on_reviewed: false,
         }
     };
     let mut bad_flags = recipe.clone();
