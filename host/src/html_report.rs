@@ -110,12 +110,15 @@ fn validation_section(
             r.excluded.len()
         );
         for x in r.excluded.iter().take(20) {
+            let what = match x.distance {
+                0 => "the same bytes as".to_string(),
+                d => format!("a near-copy (hash distance {d}) of"),
+            };
             let _ = write!(
                 t,
-                "<li><code>{}</code>: copy of training image <code>{}</code> (distance {})</li>",
+                "<li><code>{}</code>: {what} training image <code>{}</code></li>",
                 esc(&x.file.display().to_string()),
                 esc(&x.training_file.display().to_string()),
-                x.distance
             );
         }
         t.push_str("</ul>");

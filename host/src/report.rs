@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::dataset::Dataset;
 use crate::dedup::Groups;
 use crate::int8::Int8Report;
+use crate::metrics::Metrics;
 use crate::operating_point::ThresholdRule;
 use crate::quantize::Scheme;
 use crate::train::{CvSummary, TrainOptions, TrainOutcome};
@@ -315,6 +316,26 @@ pub fn validation_markdown(results: &[ValidationResult]) -> String {
     r
 }
 
+/// A Markdown table of the headline metrics, f32 against int8.
+fn change_table(w: &mut String, heading: &str, f32: &Metrics, int8: &Metrics) {
+    let _ = writeln!(w, "| {heading} | f32 | int8 | change |");
+    let _ = writeln!(w, "|---|---|---|---|");
+    for (name, a, b) in [
+        ("accuracy", f32.accuracy, int8.accuracy),
+        ("sensitivity", f32.sensitivity, int8.sensitivity),
+        ("specificity", f32.specificity, int8.specificity),
+        ("auc", f32.auc, int8.auc),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {} | {:+.2} pt |",
+            pct(a),
+            pct(b),
+            100.0 * (b - a)
+        );
+    }
+}
+
 /// The int8 check as Markdown: recipe, agreement and the metric changes.
 pub fn int8_markdown(q: &Int8Report) -> String {
     let mut r = String::new();
@@ -351,22 +372,7 @@ pub fn int8_markdown(q: &Int8Report) -> String {
         q.oof_f32.threshold,
         100.0 * q.oof_decision_agreement
     );
-    let _ = writeln!(w, "| out-of-fold metric | f32 | int8 | change |");
-    let _ = writeln!(w, "|---|---|---|---|");
-    for (name, a, b) in [
-        ("accuracy", q.oof_f32.accuracy, q.oof_int8.accuracy),
-        ("sensitivity", q.oof_f32.sensitivity, q.oof_int8.sensitivity),
-        ("specificity", q.oof_f32.specificity, q.oof_int8.specificity),
-        ("auc", q.oof_f32.auc, q.oof_int8.auc),
-    ] {
-        let _ = writeln!(
-            w,
-            "| {name} | {} | {} | {:+.2} pt |",
-            pct(a),
-            pct(b),
-            100.0 * (b - a)
-        );
-    }
+    change_table(w, "out-of-fold metric", &q.oof_f32, &q.oof_int8);
     for v in &q.validation {
         let _ = writeln!(
             w,
@@ -377,22 +383,7 @@ pub fn int8_markdown(q: &Int8Report) -> String {
             100.0 * v.agreement.decision_agreement,
             v.agreement.max_abs_diff
         );
-        let _ = writeln!(w, "| metric | f32 | int8 | change |");
-        let _ = writeln!(w, "|---|---|---|---|");
-        for (name, a, b) in [
-            ("accuracy", v.f32.accuracy, v.int8.accuracy),
-            ("sensitivity", v.f32.sensitivity, v.int8.sensitivity),
-            ("specificity", v.f32.specificity, v.int8.specificity),
-            ("auc", v.f32.auc, v.int8.auc),
-        ] {
-            let _ = writeln!(
-                w,
-                "| {name} | {} | {} | {:+.2} pt |",
-                pct(a),
-                pct(b),
-                100.0 * (b - a)
-            );
-        }
+        change_table(w, "metric", &v.f32, &v.int8);
     }
     let _ = writeln!(
         w,
