@@ -56,7 +56,9 @@ pub fn parse_since(text: &str) -> std::result::Result<u64, String> {
     let bad = |why: String| {
         format!("`{text}`: expected milliseconds since 1970 or a date YYYY-MM-DD ({why})")
     };
-    let date: jiff::civil::Date = text.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    // Exactly a date: jiff's parser would also take a date-time and drop
+    // the time, which would export more than asked for.
+    let date = jiff::civil::Date::strptime("%Y-%m-%d", text).map_err(|e| bad(e.to_string()))?;
     let ms = jiff::tz::TimeZone::UTC
         .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
         .map_err(|e| bad(e.to_string()))?
@@ -65,7 +67,7 @@ pub fn parse_since(text: &str) -> std::result::Result<u64, String> {
 }
 
 /// A record time (milliseconds since 1970) as a UTC date-time,
-/// `2026-11-28T10:12:43.540Z`.
+/// `2026-11-28T10:12:43.54Z`.
 pub fn utc(unix_ms: u64) -> String {
     i64::try_from(unix_ms)
         .ok()
@@ -177,6 +179,8 @@ mod tests {
             "-5",
             "2026-02-31",
             "2025-02-29",
+            "2026-11-27T15:00",
+            "2026-11-27 15:00",
         ] {
             assert!(parse_since(bad).unwrap_err().contains(bad), "{bad}");
         }

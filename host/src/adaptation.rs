@@ -109,8 +109,10 @@ pub struct AdaptationOptions {
 /// One run's figures on the held-out site scans at one threshold choice.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdaptationRow {
-    /// Site scans trained on.
+    /// Site scans asked for.
     pub k: usize,
+    /// Site scans drawn (whole near-duplicate groups: at most `k`).
+    pub drawn: usize,
     /// Draw index.
     pub draw: usize,
     /// The threshold rule.
@@ -130,7 +132,7 @@ pub struct AdaptationRow {
 /// `site` threshold is computed (below it the row is not produced).
 pub const MIN_SITE_PER_CLASS: usize = 5;
 
-/// The positive folder's name, for the review answers.
+/// The review answer for a label (`y` positive, `n` negative).
 fn answer(label: u8) -> &'static str {
     if label == 1 { "y\n" } else { "n\n" }
 }
@@ -201,8 +203,13 @@ fn site_bundle(scans: &[&Item], probabilities: &[f32], model: &ModelRef) -> Resu
 }
 
 /// Import `bundle` into the dataset `dir` and review every queued scan with
-/// its true label (by content hash).
-fn import_and_review(bundle: &Path, dir: &Path, truth: &BTreeMap<String, u8>) -> Result<()> {
+/// its true label (by content hash) into the class folders of `classes`.
+fn import_and_review(
+    bundle: &Path,
+    dir: &Path,
+    classes: &DatasetOptions,
+    truth: &BTreeMap<String, u8>,
+) -> Result<()> {
     review::import_bundle(bundle, dir)?;
     let answers: String = review::queue(dir)?
         .iter()
@@ -211,8 +218,8 @@ fn import_and_review(bundle: &Path, dir: &Path, truth: &BTreeMap<String, u8>) ->
         .collect();
     let s = review::review(
         dir,
-        "yes",
-        "no",
+        &classes.positive,
+        &classes.negative,
         &mut answers.as_bytes(),
         &mut std::io::sink(),
         &mut |_| {},
@@ -286,7 +293,7 @@ pub fn run(opts: &AdaptationOptions) -> Result<Vec<AdaptationRow>> {
                 let bundle = opts.work.join(format!("k{k}-d{d}.scanside"));
                 std::fs::write(&bundle, site_bundle(&scans, &p, &model)?)
                     .map_err(|e| Error::io(&bundle, e))?;
-                import_and_review(&bundle, &dir, &truth)?;
+                import_and_review(&bundle, &dir, &recipe.data, &truth)?;
             }
             let run_opts = TrainOptions {
                 data: DatasetOptions {
@@ -346,7 +353,8 @@ pub fn run(opts: &AdaptationOptions) -> Result<Vec<AdaptationRow>> {
                         recipe.target_sensitivity,
                     );
                     rows.push(AdaptationRow {
-                        k: split.drawn.len(),
+                        k,
+                        drawn: split.drawn.len(),
                         draw: d,
                         rule,
                         threshold_on,

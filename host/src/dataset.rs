@@ -91,7 +91,7 @@ pub struct Dataset {
     pub roots: Vec<PathBuf>,
     /// `[negative, positive]` labels.
     pub labels: [String; 2],
-    /// Usable images, sorted by path.
+    /// Usable images: each source's sorted by path, sources in order.
     pub items: Vec<Item>,
     /// Files that were skipped, with reasons.
     pub skipped: Vec<Skipped>,

@@ -121,26 +121,6 @@ impl DimSpec {
     }
 }
 
-/// The declared dims of a graph input, if any.
-pub fn input_dims(graph: &GraphProto, name: &str) -> Option<Vec<DimSpec>> {
-    let v = graph.input.iter().find(|v| v.name == name)?;
-    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    Some(
-        t.shape
-            .as_ref()?
-            .dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(dimension::Value::DimValue(v)) => DimSpec::Fixed(*v),
-                Some(dimension::Value::DimParam(s)) => DimSpec::Free(s.clone()),
-                None => DimSpec::Free("?".into()),
-            })
-            .collect(),
-    )
-}
-
 /// Replace the declared shape of graph input `name`.
 pub fn set_input_dims(graph: &mut GraphProto, name: &str, dims: &[DimSpec]) -> Result<()> {
     let v = graph

@@ -154,11 +154,14 @@ impl ThresholdRule {
             let mut dev: Vec<f64> = l.iter().map(|x| (x - m).abs()).collect();
             dev.sort_by(f64::total_cmp);
             let s = 1.4826 * median(&dev);
-            let z = normal_quantile(1.0 - target);
-            let t = m + z * s;
-            point.median_logit = Some(m);
-            point.spread_logit = Some(s);
-            point.threshold = (1.0 / (1.0 + (-t).exp())) as f32;
+            // More than half the scores equal (or not finite): no spread to
+            // fit, and the quantile rule's threshold stands.
+            if s > 0.0 && s.is_finite() && m.is_finite() {
+                let t = m + normal_quantile(1.0 - target) * s;
+                point.median_logit = Some(m);
+                point.spread_logit = Some(s);
+                point.threshold = (1.0 / (1.0 + (-t).exp())) as f32;
+            }
         }
         point
     }
@@ -232,6 +235,19 @@ mod tests {
         let expected = m + normal_quantile(0.03) * n.spread_logit.unwrap();
         assert!((t - expected).abs() < 1e-4, "{t} vs {expected}");
         assert!(n.threshold > 0.5 && n.threshold < 0.95, "{}", n.threshold);
+    }
+
+    #[test]
+    fn logit_normal_falls_back_to_the_quantile_without_spread() {
+        // Most tumour scores saturated at the same value: MAD 0.
+        let probs = [1.0, 1.0, 1.0, 1.0, 0.2, 0.1];
+        let labels = [1, 1, 1, 1, 1, 0];
+        let p = ThresholdRule::LogitNormal.choose(&probs, &labels, 0.8);
+        assert_eq!(
+            p.threshold,
+            ThresholdRule::Quantile.threshold(&probs, &labels, 0.8)
+        );
+        assert_eq!(p.spread_logit, None);
     }
 
     #[test]

@@ -140,9 +140,14 @@ pub fn markdown(
             o.operating_point.spread_logit.unwrap_or(f64::NAN)
         ),
     };
+    let on = o
+        .operating_point
+        .chosen_on
+        .as_ref()
+        .map_or(String::new(), |c| format!(" of {c}"));
     let _ = writeln!(
         w,
-        "Operating threshold {:.4} ({rule} sensitivity ≥ {} on out-of-fold predictions; per-fold figures use a threshold chosen on the other folds of their repeat).\n",
+        "Operating threshold {:.4} ({rule} sensitivity ≥ {} on out-of-fold predictions{on}; per-fold figures use a threshold chosen on the other folds of their repeat).\n",
         s.threshold, s.target_sensitivity
     );
     let _ = writeln!(

@@ -569,6 +569,11 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
         );
     }
     changes.extend(recipe_changes(&parent_opts, cand));
+    if let Some(point) = cand_cv.operating_point.chosen_on.as_ref() {
+        // Part of the model's identity (the lineage is): the same data and
+        // recipe with a threshold chosen elsewhere is another model.
+        changes.push(format!("threshold: chosen on {point}"));
+    }
     changes.extend(opts.note.iter().map(|n| format!("note: {n}")));
 
     let regression_rows: Vec<RegressionScan> = regression
@@ -669,8 +674,17 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
         write_atomically(&dest, &bytes)?;
         Some(outcome)
     } else {
-        // Never leave an earlier candidate's model beside this comparison.
-        for f in [F32_MODEL_FILE, INT8_MODEL_FILE] {
+        // Never leave an earlier candidate's model or figures beside this
+        // comparison.
+        for f in [
+            F32_MODEL_FILE,
+            INT8_MODEL_FILE,
+            train::VALIDATION_FILE,
+            "cv.json",
+            "quantization.json",
+            "report.md",
+            train::HTML_REPORT_FILE,
+        ] {
             let _ = std::fs::remove_file(cand.out.join(f));
         }
         None

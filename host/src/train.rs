@@ -1137,6 +1137,13 @@ pub fn quantize_existing(
     out: &Path,
 ) -> Result<Int8Report> {
     let given = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    // A model trained with `--validate` records its folders (and figures)
+    // in its metadata: re-derive it with the same folders.
+    let mut opts = opts.clone();
+    if opts.validate.is_empty() {
+        opts.validate = recorded_validation_folders(&given, model);
+    }
+    let opts = &opts;
     let mut watch = Stopwatch::new();
     let fitted = fit_export_verify(opts, &mut watch)?;
     if fitted.bytes != given {
@@ -1151,6 +1158,24 @@ pub fn quantize_existing(
     report.accept()?;
     write_atomically(out, &bytes)?;
     Ok(report)
+}
+
+/// The `--validate` folders a model's metadata records (none if it has no
+/// `scanside.validation` key or it cannot be read).
+fn recorded_validation_folders(bytes: &[u8], path: &Path) -> Vec<PathBuf> {
+    let manifest = scanside_shared::classifier::parse_onnx(bytes, path)
+        .ok()
+        .and_then(|p| scanside_shared::classifier::manifest_of(&p).ok());
+    let Some(text) = manifest
+        .as_ref()
+        .and_then(|m| m.extra.get(validation::MANIFEST_KEY))
+    else {
+        return Vec::new();
+    };
+    let sets: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+    sets.iter()
+        .filter_map(|s| s["folder"].as_str().map(PathBuf::from))
+        .collect()
 }
 
 /// The headline numbers stored in the model's metadata.

@@ -1216,6 +1216,39 @@ fn validate_scores_only_the_validation_images_and_is_recorded() {
         2,
     );
 
+    // `quantize` re-derives the model with the folders it records.
+    let q = dir.path().join("again-int8.onnx");
+    let path = |p: &str| s(&dir.path().join(p)).to_string();
+    let mut quantize = vec![
+        "quantize".to_string(),
+        "--model".into(),
+        s(&model).into(),
+        "--out".into(),
+        s(&q).into(),
+        "--data".into(),
+        path("data"),
+        "--cache".into(),
+        path("cache"),
+        "--backbone".into(),
+        s(&backbone()).into(),
+    ];
+    // The recipe flags after `train_args`' own four, without `--validate DIR`.
+    let recipe = &args[9..];
+    let at = recipe.iter().position(|a| *a == "--validate").unwrap();
+    quantize.extend(
+        recipe[..at]
+            .iter()
+            .chain(&recipe[at + 2..])
+            .map(|a| a.to_string()),
+    );
+    let quantize: Vec<&str> = quantize.iter().map(String::as_str).collect();
+    let o = scanside(&quantize);
+    assert!(o.status.success(), "{:?}: {}", quantize, text(&o.stderr));
+    assert_eq!(
+        std::fs::read(&q).unwrap(),
+        std::fs::read(out.join("model-int8.onnx")).unwrap()
+    );
+
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## External validation"), "{report}");
     assert!(report.contains("rule `logit-normal`"), "{report}");

@@ -197,12 +197,6 @@ impl Classifier {
         &self.sha256
     }
 
-    /// Replace the decode limits (defaults: [`DecodeLimits::default`]).
-    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
     /// Run each inference on `threads` cores (tract's multithreaded matrix
     /// kernels). The default, 1, suits callers that already classify many
     /// scans in parallel; one scan at a time (the device) wants all cores.
