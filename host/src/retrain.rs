@@ -511,7 +511,7 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
     // 5. The validation folders: the base model file against the
     //    candidate's final model, each at its own threshold.
     let last = train::fit_final(&prep, &cand_cv, cand)?;
-    for (set, result) in train::validate_final(&prep, cand, &last.head, cs.threshold)? {
+    for (set, result) in &last.validation {
         let base_on_set: Vec<f32> = set
             .dataset
             .items

@@ -697,7 +697,7 @@ struct Fitted {
 /// features computed (and cached) like the training images' original view.
 /// The exported model reproduces this pipeline within the verification
 /// tolerance, so these are the f32 model's figures.
-pub fn validate_final(
+fn validate_final(
     prep: &Prepared,
     opts: &TrainOptions,
     head: &TrainedHead,
@@ -775,19 +775,28 @@ fn fit_export_verify(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Fitte
     let cv = cross_validate(&prep, opts)?;
     watch.lap("cross-validation");
     let last = fit_final(&prep, &cv, opts)?;
-    watch.lap("final fit");
+    watch.lap(if opts.validate.is_empty() {
+        "final fit"
+    } else {
+        "final fit + external validation"
+    });
     export_verified(prep, cv, last, opts, None, watch)
 }
 
-/// The head fitted on every image, and its probability per image.
+/// The head fitted on every image, its probability per image, and its
+/// figures on every `--validate` folder.
 pub struct FinalFit {
     /// The head.
     pub head: TrainedHead,
     /// Its positive-class probability per dataset item, in memory.
     pub in_memory: Vec<f32>,
+    /// Every `--validate` folder and the head's figures on it, at the
+    /// cross-validated threshold (empty without `--validate`).
+    pub validation: Vec<(ValidationSet, ValidationResult)>,
 }
 
-/// Fit the final head on every image for the folds' median epoch count.
+/// Fit the final head on every image for the folds' median epoch count,
+/// and score it on the `--validate` folders.
 pub fn fit_final(prep: &Prepared, cv: &CvResult, opts: &TrainOptions) -> Result<FinalFit> {
     let pooled = prep.pooled(&opts.head);
     let all: Vec<usize> = (0..prep.labels.len()).collect();
@@ -803,11 +812,16 @@ pub fn fit_final(prep: &Prepared, cv: &CvResult, opts: &TrainOptions) -> Result<
         Stopping::FixedEpochs(cv.final_epochs),
     )?;
     let in_memory = head.predict(&flat(&pooled, &all))?;
-    Ok(FinalFit { head, in_memory })
+    let validation = validate_final(prep, opts, &head, cv.summary.threshold)?;
+    Ok(FinalFit {
+        head,
+        in_memory,
+        validation,
+    })
 }
 
 /// Build the model from the final head (with `lineage` for a retrained
-/// one), score it on the validation folders, export and verify it.
+/// one), export and verify it.
 fn export_verified(
     prep: Prepared,
     cv: CvResult,
@@ -819,11 +833,11 @@ fn export_verified(
     let Prepared {
         backbone, dataset, ..
     } = &prep;
-    let FinalFit { head, in_memory } = last;
-    let validation = validate_final(&prep, opts, &head, cv.summary.threshold)?;
-    if !validation.is_empty() {
-        watch.lap("external validation");
-    }
+    let FinalFit {
+        head,
+        in_memory,
+        validation,
+    } = last;
 
     let data_sha = dataset.content_sha256();
     let mut head_json = serde_json::json!({
