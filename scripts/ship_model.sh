@@ -5,19 +5,28 @@
 # decisions on four reference scans in models/expected.jsonl
 # (read in place from the dataset; nothing from it is copied).
 #
-#   scripts/ship_model.sh [DATA]      # default ../shared/data/brain-mri
+#   scripts/ship_model.sh [DATA [TRAIN FLAGS…]]   # default ../shared/data/brain-mri
+#
+# The model is scored on the external validation set too (validation only,
+# never trained on; $SCANSIDE_SHIP_VALIDATE, default ../shared/data/external,
+# skipped if absent), so its figures are in runs/shipped/validation.json and
+# the model's metadata.
 #
 # Then update the figures in models/README.md from runs/shipped/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data=${1:-../shared/data/brain-mri}
+shift || true
+validate=${SCANSIDE_SHIP_VALIDATE:-../shared/data/external}
+flags=("$@")
+[ -d "$validate" ] && flags+=(--validate "$validate")
 profile=${SCANSIDE_PROFILE:-release}
 cargo build --quiet --profile "$profile" -p scanside --bin scanside
 dir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 scanside=$dir/scanside
 
-"$scanside" train --data "$data" --out runs/shipped
+"$scanside" train --data "$data" --out runs/shipped "${flags[@]}"
 model=models/brain-mri-vgg16-int8.onnx
 old_sha=$(sha256sum "$model" | cut -d' ' -f1)
 cp runs/shipped/model-int8.onnx "$model"

@@ -271,7 +271,12 @@ impl DeviceConfig {
                 reason: format!("refused: {reason}"),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // A configuration that cannot be read is a configuration error too
+        // (exit status 78: restarting will not help).
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: format!("cannot read it: {e}"),
+        })?;
         Self::parse(&text, path)
     }
 

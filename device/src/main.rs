@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use embedded_hal::digital::{InputPin, OutputPin};
 
 use std::sync::Arc;
@@ -28,7 +28,8 @@ use scanside_device::panel::Polarity;
 use scanside_device::sim::{LedLog, SimButton};
 use scanside_device::systemd::Systemd;
 use scanside_shared::audit::{AuditEvent, read_log};
-use scanside_shared::classifier::classify_command;
+use scanside_shared::classifier::{OutputFormat, classify_command};
+use scanside_shared::exit;
 
 /// scanside device firmware: brain-MRI tumour triage beside the scanner.
 ///
@@ -53,11 +54,16 @@ enum Command {
         /// Model file [default: the shipped model].
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Image or DICOM files.
+        /// Image or DICOM files, or folders (every file below them, sorted,
+        /// hidden ones skipped).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// One JSON object per line.
-        #[arg(long)]
+        /// Result lines: readable text, one JSON object per line, or CSV
+        /// with a header row.
+        #[arg(long, value_enum, default_value = "text")]
+        format: FormatArg,
+        /// Same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Frame of multi-frame DICOM objects to classify, counting from 0
         /// [default: the middle one].
@@ -103,6 +109,36 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Check the configuration without starting the box: exit 0 and a
+    /// summary if it is valid, 78 (EX_CONFIG) with the reason if not.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell); the .deb installs bash, zsh and fish ones.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Parse and validate a configuration file.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = "/etc/scanside/device.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `classify --format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -124,7 +160,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A bad configuration will not fix itself: the unit does not
+            // restart on this status (RestartPreventExitStatus=78).
+            let config = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<scanside_device::Error>(),
+                    Some(scanside_device::Error::Config { .. })
+                )
+            });
+            ExitCode::from(if config { exit::CONFIG } else { exit::FAILURE })
         }
     }
 }
@@ -134,17 +178,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Classify {
             model,
             files,
+            format,
             json,
             frame,
         } => {
-            let failures = classify_command(model, &files, json, frame)?;
-            Ok(if failures == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let format = match (json, format) {
+                (true, _) | (false, FormatArg::Json) => OutputFormat::Json,
+                (false, FormatArg::Text) => OutputFormat::Text,
+                (false, FormatArg::Csv) => OutputFormat::Csv,
+            };
+            Ok(ExitCode::from(classify_command(
+                model, &files, format, frame,
+            )?))
         }
         Command::Log { path, json } => print_log(&path, json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "scanside-device",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => {
+            let c = DeviceConfig::load(&config)?;
+            println!(
+                "{}: valid (model {}, inbox {}, audit log {}, board {:?})",
+                config.display(),
+                c.model.display(),
+                c.inbox.display(),
+                c.audit_log.display(),
+                c.board
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { config } => run_appliance(&config),
         Command::Export { config, since, out } => {
             let config = DeviceConfig::load(&config)?;
@@ -453,6 +523,38 @@ mod tests {
             let committed = std::fs::read(&path).unwrap_or_default();
             assert!(
                 committed == rendered,
+                "{} is stale: run SCANSIDE_BLESS=1 cargo test -p scanside-device --bin scanside-device",
+                path.display()
+            );
+        }
+    }
+
+    /// The packaged completion scripts (`device/completions/`) are
+    /// generated from the clap definition and must match it. Regenerate
+    /// with `SCANSIDE_BLESS=1 cargo test -p scanside-device --bin scanside-device`.
+    #[test]
+    fn the_completion_scripts_are_current() {
+        use clap_complete::Shell;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+        let bless = std::env::var_os("SCANSIDE_BLESS").is_some();
+        for (shell, file) in [
+            (Shell::Bash, "scanside-device.bash"),
+            (Shell::Zsh, "_scanside-device"),
+            (Shell::Fish, "scanside-device.fish"),
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "scanside-device", &mut script);
+            let text = String::from_utf8(script.clone()).unwrap();
+            for sub in ["classify", "run", "export", "config", "completions"] {
+                assert!(text.contains(sub), "{shell}: no `{sub}`");
+            }
+            let path = dir.join(file);
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &script).unwrap();
+            }
+            assert!(
+                std::fs::read(&path).unwrap_or_default() == script,
                 "{} is stale: run SCANSIDE_BLESS=1 cargo test -p scanside-device --bin scanside-device",
                 path.display()
             );

@@ -3,9 +3,10 @@
 //! [`SimButton`] is an `InputPin` whose level a [`ButtonHandle`] sets (the
 //! terminal's Enter key, or a test); [`SimLed`] is an `OutputPin` that
 //! records every level it is given and can draw the panel on stderr: as
-//! coloured dots redrawn in place on a terminal, or as one line per change
-//! (`leds: green=1 amber=0 red=0`) when stderr is a file or a pipe, so logs
-//! and tests can read the sequence.
+//! coloured dots redrawn in place on a terminal (named dots without colour
+//! when `NO_COLOR` is set, <https://no-color.org>), or as one line per
+//! change (`leds: green=1 amber=0 red=0`) when stderr is a file or a pipe,
+//! so logs and tests can read the sequence.
 
 use std::convert::Infallible;
 use std::io::IsTerminal;
@@ -69,6 +70,29 @@ pub struct LedLog {
     state: Arc<Mutex<(bool, bool, bool)>>,
     draw: bool,
     terminal: bool,
+    colour: bool,
+}
+
+/// Whether `NO_COLOR` (set and not empty) asks for no colour.
+fn no_color(value: Option<std::ffi::OsString>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
+}
+
+/// The panel as drawn in place on a terminal: ANSI-coloured dots, or with
+/// `colour` off, each LED's name and a filled or hollow dot.
+fn panel(now: (bool, bool, bool), colour: bool) -> String {
+    let dot = |on: bool, name: &str, code: &str| match (on, colour) {
+        (true, true) => format!("\x1b[{code}m●\x1b[0m"),
+        (false, true) => "○".to_string(),
+        (true, false) => format!("{name} ●"),
+        (false, false) => format!("{name} ○"),
+    };
+    format!(
+        "\r  {} {} {}  ",
+        dot(now.0, "green", "32"),
+        dot(now.1, "amber", "33"),
+        dot(now.2, "red", "31")
+    )
 }
 
 impl LedLog {
@@ -77,6 +101,7 @@ impl LedLog {
         LedLog {
             draw,
             terminal: std::io::stderr().is_terminal(),
+            colour: !no_color(std::env::var_os("NO_COLOR")),
             ..Default::default()
         }
     }
@@ -134,19 +159,7 @@ impl SimLed {
                 u8::from(now.2)
             );
         } else if self.log.draw {
-            let dot = |on: bool, colour: &str| {
-                if on {
-                    format!("\x1b[{colour}m●\x1b[0m")
-                } else {
-                    "○".to_string()
-                }
-            };
-            eprint!(
-                "\r  {} {} {}  ",
-                dot(now.0, "32"),
-                dot(now.1, "33"),
-                dot(now.2, "31")
-            );
+            eprint!("{}", panel(now, self.log.colour));
         }
     }
 }
@@ -160,5 +173,23 @@ impl OutputPin for SimLed {
     fn set_high(&mut self) -> Result<(), Infallible> {
         self.set(true);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_drops_the_escape_codes_and_names_the_leds() {
+        assert!(no_color(Some("1".into())));
+        assert!(!no_color(Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!no_color(None));
+        let lit = (true, false, true);
+        let coloured = panel(lit, true);
+        assert!(coloured.contains("\x1b[32m●") && coloured.contains("\x1b[31m●"));
+        let plain = panel(lit, false);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("green ●") && plain.contains("amber ○") && plain.contains("red ●"));
     }
 }

@@ -144,7 +144,7 @@ fn lamps(line: &str) -> Option<(bool, bool, bool)> {
     Some((on[0], on[1], on[2]))
 }
 
-const SHIPPED_SHA256: &str = "a4f798d80063a870918fe3a62df2a73f460b33a3045ccec8e3caaa05bdfd5c07";
+const SHIPPED_SHA256: &str = "57fe4bf0214e2819c73a19da41cc3ff5ea96bea1752468f5c4a7b9187ab0fff2";
 
 /// The README's "try the box on a laptop" command, as written: the example
 /// config verbatim (its real-wiring polarity keys included), run from the
@@ -332,4 +332,56 @@ fn run_with_a_tampered_model_blinks_red_and_says_why() {
             ..
         }
     ));
+}
+
+/// A bad configuration exits with 78 (EX_CONFIG), which the unit does not
+/// restart on, for `run` and for `config check`; a good one passes the
+/// check without starting anything.
+#[test]
+fn a_bad_config_exits_78_and_config_check_says_why() {
+    let bin = env!("CARGO_BIN_EXE_scanside-device");
+    let example = workspace().join("device").join("device.example.toml");
+    let o = Command::new(bin)
+        .args(["config", "check", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("valid"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("device.toml");
+    std::fs::write(
+        &bad,
+        "model = \"m.onnx\"\nmodel_sha256 = \"abc\"\ninbox = \"inbox\"\n\
+         audit_log = \"audit.log\"\nboard = \"sim\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("no-such.toml");
+    for (config, why) in [(&bad, "model_sha256"), (&missing, "cannot read")] {
+        for args in [&["config", "check"][..], &["run"][..]] {
+            let o = Command::new(bin)
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                o.status.code(),
+                Some(78),
+                "{args:?} {}: {stderr}",
+                config.display()
+            );
+            assert!(stderr.contains(why), "{stderr}");
+        }
+    }
+    let unit = std::fs::read_to_string(
+        workspace()
+            .join("device")
+            .join("systemd")
+            .join("scanside-device.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("RestartPreventExitStatus=78"), "{unit}");
 }

@@ -77,6 +77,7 @@ fn lr_log(m: &FeatureMap) -> Vec<f32> {
         Pooling::AvgMax,
         FeatureTransform::Log1p,
         Asymmetry::LeftRight,
+        None,
     )
 }
 /// Control: the same features of the top and bottom halves (the map
@@ -99,6 +100,7 @@ fn tb_log(m: &FeatureMap) -> Vec<f32> {
         Pooling::AvgMax,
         FeatureTransform::Log1p,
         Asymmetry::LeftRight,
+        None,
     );
     v.extend_from_slice(&halves[v.len()..]);
     v

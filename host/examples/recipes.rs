@@ -2,8 +2,11 @@
 //! features (no export): the table "Choosing the head" in docs/training.md.
 //!
 //! ```sh
-//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--standard-augmentation] [--backbone F] [--only TEXT] [--validate DIR]
+//! cargo run -p scanside --example recipes -- [DATA] [--views N] [--crop] [--standard-augmentation] [--backbone F] [--only TEXT] [--validate DIR] [--block4]
 //! ```
+//!
+//! `--block4` also extracts VGG16's block 4 maps and adds the recipes that
+//! read them (`--blocks block4-last`).
 //!
 //! With `--validate DIR`, each recipe's final model (fitted on all of DATA)
 //! is also scored on DIR, never fitted to (copies of training images left
@@ -13,7 +16,7 @@
 //! Augmented views use `train`'s default (with cutout);
 //! `--standard-augmentation` uses the recipe every row measured before
 //! cutout became the default.
-use scanside::features::{Asymmetry, FeatureTransform, Pooling};
+use scanside::features::{Asymmetry, Blocks, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::operating_point::ThresholdRule;
 use scanside::train::{TrainOptions, cross_validate, prepare};
@@ -36,6 +39,10 @@ fn main() {
     opts.augmented_views = value("--views").map_or(2, |v| v.parse().expect("--views N"));
     if args.iter().any(|a| a == "--standard-augmentation") {
         opts.augmentation = scanside::augment::Augmentation::Standard;
+    }
+    let block4 = args.iter().any(|a| a == "--block4");
+    if block4 {
+        opts.head.blocks = Blocks::Block4Last;
     }
     let prep = prepare(&opts).expect("features");
     let validation = value("--validate").map(|dir| {
@@ -141,6 +148,36 @@ fn main() {
             },
         ),
     ];
+    let with_block4 = |name: &str, head: HeadConfig| {
+        (
+            name.to_string(),
+            HeadConfig {
+                blocks: Blocks::Block4Last,
+                ..head
+            },
+        )
+    };
+    let block4_recipes: Vec<(String, HeadConfig)> = if block4 {
+        vec![
+            with_block4("256 avg+max log1p x5 dropout0.7 block4", d.clone()),
+            with_block4(
+                "linear avg+max log1p x5 block4",
+                HeadConfig {
+                    hidden: vec![],
+                    ..d.clone()
+                },
+            ),
+            with_block4(
+                "256 avg+max log1p x5 dropout0.7 left-right block4",
+                HeadConfig {
+                    asymmetry: Asymmetry::LeftRight,
+                    ..d.clone()
+                },
+            ),
+        ]
+    } else {
+        vec![]
+    };
     // The default with one setting changed: how flat the optimum is.
     let variants = [
         (
@@ -209,7 +246,12 @@ fn main() {
         ),
     ];
     let only = value("--only");
-    for (name, head) in recipes.into_iter().chain(variants) {
+    let all = recipes
+        .into_iter()
+        .chain(variants)
+        .map(|(n, h)| (n.to_string(), h))
+        .chain(block4_recipes);
+    for (name, head) in all {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }

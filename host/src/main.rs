@@ -8,19 +8,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use scanside::augment::Augmentation;
 use scanside::backbone::{self, ImportOptions};
 use scanside::calibrate::RangeMethod;
-use scanside::features::{Asymmetry, FeatureCache, FeatureTransform, Pooling};
+use scanside::features::{Asymmetry, Blocks, FeatureCache, FeatureTransform, Pooling};
 use scanside::head::HeadConfig;
 use scanside::int8::QuantizeOptions;
 use scanside::operating_point::ThresholdRule;
 use scanside::quantize::Scheme;
 use scanside::train::{self, TrainOptions};
-use scanside_shared::classifier::classify_command;
+use scanside_shared::classifier::{OutputFormat, classify_command};
 use scanside_shared::dicom::FrameChoice;
+use scanside_shared::exit;
 use scanside_shared::preprocess::{ContentCrop, Layout, Normalisation};
 
 /// Default location of the imported backbone.
@@ -57,8 +58,15 @@ enum Command {
     /// Retrain on old data plus reviewed scans; compare with the base model
     /// on the same folds and on a regression set; promote only if no
     /// headline metric is worse beyond the tolerance. Recipe flags default
-    /// to the base model's own recipe. Exit code 1 when refused.
+    /// to the base model's own recipe. Exit status 4 when refused.
     Retrain(RetrainArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `scanside completions bash >
+    /// ~/.local/share/bash-completion/completions/scanside`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -193,6 +201,15 @@ enum TransformArg {
 enum AsymmetryArg {
     None,
     LeftRight,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BlocksArg {
+    /// The last block's map (block5_pool).
+    Last,
+    /// VGG16's block 4 map too, from the same forward pass.
+    #[value(name = "block4-last")]
+    Block4Last,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -345,6 +362,9 @@ struct RecipeArgs {
     /// halves [default: none].
     #[arg(long, value_enum)]
     asymmetry: Option<AsymmetryArg>,
+    /// Backbone blocks whose poolings feed the head [default: block4-last].
+    #[arg(long, value_enum)]
+    blocks: Option<BlocksArg>,
     /// Heads trained with different seeds whose logits are averaged.
     #[arg(long, default_value_t = HeadConfig::default().ensemble)]
     ensemble: usize,
@@ -448,8 +468,8 @@ struct EvaluateArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Where to write the HTML report [default: `<model>.evaluation.html`
-    /// beside the model].
+    /// Where to write the HTML report [default: `<model stem>.evaluation.html`
+    /// in the working directory].
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 }
@@ -459,11 +479,16 @@ struct ClassifyArgs {
     /// Model file [default: the shipped model].
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Image or DICOM files.
+    /// Image or DICOM files, or folders (every file below them, sorted,
+    /// hidden ones skipped).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// One JSON object per line.
-    #[arg(long)]
+    /// Result lines: readable text, one JSON object per line, or CSV with
+    /// a header row.
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
     /// Frame of multi-frame DICOM objects to classify, counting from 0
     /// [default: the middle one].
@@ -471,12 +496,30 @@ struct ClassifyArgs {
     frame: Option<u32>,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
+    Csv,
+}
+
+impl FormatArg {
+    fn format(self, json: bool) -> OutputFormat {
+        match (json, self) {
+            (true, _) | (false, FormatArg::Json) => OutputFormat::Json,
+            (false, FormatArg::Text) => OutputFormat::Text,
+            (false, FormatArg::Csv) => OutputFormat::Csv,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct ExplainArgs {
     /// Model file [default: the shipped model].
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Image or DICOM files.
+    /// Image or DICOM files, or folders (every file below them, sorted,
+    /// hidden ones skipped).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Folder for the overlays (`<name>.gradcam.png`), created if missing.
@@ -492,7 +535,7 @@ struct ExplainArgs {
 }
 
 fn main() -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     // candle runs element-wise ops on its own pool of spinning threads,
     // which fights rayon's workers when cross-validation fits folds in
     // parallel: one candle thread took the warm CV of the default recipe
@@ -528,7 +571,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let refused = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<scanside::Error>(),
+                    Some(scanside::Error::Quantization(_))
+                )
+            });
+            ExitCode::from(if refused {
+                exit::REFUSED
+            } else {
+                exit::FAILURE
+            })
         }
     }
 }
@@ -557,6 +610,15 @@ fn run(cli: Cli, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
         }
         Command::Review(a) => review(a),
         Command::Retrain(a) => retrain(a, given),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "scanside",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -614,7 +676,7 @@ fn retrain(a: RetrainArgs, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
             for reason in &c.reasons {
                 eprintln!("  {reason}");
             }
-            Ok(ExitCode::FAILURE)
+            Ok(ExitCode::from(exit::REFUSED))
         }
     }
 }
@@ -692,6 +754,11 @@ impl RecipeArgs {
                 None => HeadConfig::default().asymmetry,
                 Some(AsymmetryArg::None) => Asymmetry::None,
                 Some(AsymmetryArg::LeftRight) => Asymmetry::LeftRight,
+            },
+            blocks: match self.blocks {
+                None => HeadConfig::default().blocks,
+                Some(BlocksArg::Last) => Blocks::Last,
+                Some(BlocksArg::Block4Last) => Blocks::Block4Last,
             },
             ensemble: self.ensemble,
             hidden: self.hidden,
@@ -864,12 +931,8 @@ fn evaluate_validate(
 }
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
-    let failures = classify_command(a.model, &a.files, a.json, a.frame)?;
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let status = classify_command(a.model, &a.files, a.format.format(a.json), a.frame)?;
+    Ok(ExitCode::from(status))
 }
 
 fn explain(a: ExplainArgs) -> Result<ExitCode> {
@@ -879,18 +942,15 @@ fn explain(a: ExplainArgs) -> Result<ExitCode> {
     let classifier = scanside_shared::classifier::Classifier::from_bytes_explaining(&bytes, &path)?
         .with_threads(cores)
         .with_dicom_frame(a.frame.map_or(FrameChoice::Middle, FrameChoice::Index));
+    let files = scanside_shared::inputs::expand(&a.files)?;
     let failures = scanside::explain::run(
         &classifier,
-        &a.files,
+        &files,
         &a.out,
         a.json,
         &mut std::io::stdout().lock(),
     )?;
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(exit::for_batch(files.len(), failures)))
 }
 
 fn review(a: ReviewArgs) -> Result<ExitCode> {

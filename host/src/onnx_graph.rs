@@ -107,15 +107,18 @@ pub enum DimSpec {
     Fixed(i64),
     /// A named free dimension.
     Free(String),
+    /// A dimension declared without a size or a name (tract infers it).
+    Unknown,
 }
 
 impl DimSpec {
     fn to_proto(&self) -> Dimension {
         Dimension {
-            value: Some(match self {
-                DimSpec::Fixed(v) => dimension::Value::DimValue(*v),
-                DimSpec::Free(s) => dimension::Value::DimParam(s.clone()),
-            }),
+            value: match self {
+                DimSpec::Fixed(v) => Some(dimension::Value::DimValue(*v)),
+                DimSpec::Free(s) => Some(dimension::Value::DimParam(s.clone())),
+                DimSpec::Unknown => None,
+            },
             ..Default::default()
         }
     }

@@ -303,6 +303,7 @@ pub fn inherit(
         "pooling" => head.pooling;
         "feature_transform" => head.transform;
         "asymmetry" => head.asymmetry;
+        "blocks" => head.blocks;
         "ensemble" => head.ensemble;
         "hidden" => head.hidden;
         "dropout" => head.dropout;

@@ -22,7 +22,7 @@ use scanside_shared::preprocess::ContentCrop;
 use crate::augment::Augmentation;
 use crate::backbone::{Backbone, write_atomically};
 use crate::dataset::{Dataset, DatasetOptions, Skipped};
-use crate::features::{Asymmetry, FeatureCache, extract_all, head_input};
+use crate::features::{Asymmetry, Blocks, FeatureCache, extract_all, head_input};
 use crate::head::{HeadConfig, Samples, Stopping, TrainedHead, fit};
 use crate::int8::{self, F32Reference, Int8Report, QuantizeOptions};
 use crate::metrics::{Confusion, METRIC_NAMES, Metrics, bootstrap_ci, mean_std};
@@ -443,6 +443,9 @@ pub struct Prepared {
     pub labels: Vec<u8>,
     /// Feature maps per item, per view.
     pub maps: Vec<Vec<crate::backbone::FeatureMap>>,
+    /// Block 4's maps per item, per view, when the recipe reads them
+    /// ([`crate::features::Blocks::Block4Last`]).
+    pub block4: Option<Vec<Vec<crate::backbone::FeatureMap>>>,
     /// Views extracted (not read from the cache).
     pub views_computed: usize,
 }
@@ -450,12 +453,29 @@ pub struct Prepared {
 impl Prepared {
     /// Head input rows `[item][view]` for a head configuration: pooled, then
     /// transformed.
+    ///
+    /// # Panics
+    /// If `head` reads block 4 and the features were prepared without it
+    /// (a recipe that reads block 4 makes [`prepare`] extract it).
     pub fn pooled(&self, head: &HeadConfig) -> Vec<Vec<Vec<f32>>> {
+        let block4 = match head.blocks {
+            Blocks::Last => None,
+            Blocks::Block4Last => Some(
+                self.block4
+                    .as_ref()
+                    .expect("features prepared for a recipe that reads block 4"),
+            ),
+        };
         self.maps
             .iter()
-            .map(|vs| {
+            .enumerate()
+            .map(|(i, vs)| {
                 vs.iter()
-                    .map(|m| head_input(m, head.pooling, head.transform, head.asymmetry))
+                    .enumerate()
+                    .map(|(v, m)| {
+                        let b4 = block4.map(|b| &b[i][v]);
+                        head_input(m, head.pooling, head.transform, head.asymmetry, b4)
+                    })
                     .collect()
             })
             .collect()
@@ -470,7 +490,10 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
 
 fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared> {
     opts.validate()?;
-    let backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
+    let mut backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
+    if opts.head.blocks == Blocks::Block4Last {
+        backbone = backbone.with_block4(&opts.backbone)?;
+    }
     watch.lap("load backbone");
     let dataset = Dataset::load_sources(&opts.sources(), &opts.cache)?;
     for s in &dataset.skipped {
@@ -514,6 +537,7 @@ fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared>
         groups,
         labels,
         maps: extracted.maps,
+        block4: extracted.block4,
         views_computed: extracted.computed,
     })
 }
@@ -754,15 +778,26 @@ pub fn predict_items(
         &opts.data.limits,
         opts.quiet,
     )?;
+    if opts.head.blocks == Blocks::Block4Last && extracted.block4.is_none() {
+        return Err(Error::Config(
+            "the recipe reads block 4, but the features were prepared without it".into(),
+        ));
+    }
     let rows: Vec<f32> = extracted
         .maps
         .iter()
-        .flat_map(|vs| {
+        .enumerate()
+        .flat_map(|(i, vs)| {
+            let b4 = match opts.head.blocks {
+                Blocks::Last => None,
+                Blocks::Block4Last => extracted.block4.as_ref().map(|b| &b[i][0]),
+            };
             head_input(
                 &vs[0],
                 opts.head.pooling,
                 opts.head.transform,
                 opts.head.asymmetry,
+                b4,
             )
         })
         .collect();
@@ -907,8 +942,11 @@ fn export_verified(
         }))
         .collect(),
     };
-    let feature_width = prep.maps[0][0].width;
-    let bytes = export::build(backbone, &opts.head, &head, &manifest, feature_width)?;
+    let shapes = export::MapShapes {
+        width: prep.maps[0][0].width,
+        block4_channels: prep.block4.as_ref().map(|b| b[0][0].channels),
+    };
+    let bytes = export::build(backbone, &opts.head, &head, &manifest, shapes)?;
     watch.lap("export");
 
     let model_path = opts.out.join(F32_MODEL_FILE);

@@ -430,7 +430,8 @@ fn train_classify_and_evaluate_end_to_end() {
         s(&bad),
         s(&good[1]),
     ]);
-    assert!(!o.status.success(), "a failed file must fail the exit code");
+    // Exit status 3: some inputs failed, the rest were done.
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let lines: Vec<serde_json::Value> = text(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -456,15 +457,71 @@ fn train_classify_and_evaluate_end_to_end() {
             .contains("broken scan.jpg")
     );
 
-    // Evaluate on the same folder: the model's own training images.
-    let o = scanside(&[
-        "evaluate",
+    // A folder stands for the files below it, sorted; CSV has a header,
+    // one row per file, and the error column set for the bad one.
+    let o = scanside(&["classify", "--model", s(&model), "--format", "csv", s(&yes)]);
+    assert_eq!(o.status.code(), Some(3), "the broken scan makes it partial");
+    let all_bad = scanside(&[
+        "classify",
         "--model",
         s(&model),
-        "--data",
-        s(&data),
-        "--json",
+        s(&yes.join("broken scan.jpg")),
     ]);
+    assert_eq!(
+        all_bad.status.code(),
+        Some(1),
+        "nothing classified is a failure"
+    );
+    let csv = text(&o.stdout);
+    let rows = csv_records(&csv);
+    assert_eq!(
+        rows[0].join(","),
+        scanside_shared::classifier::CSV_HEADER,
+        "{csv}"
+    );
+    let mut expected: Vec<PathBuf> = std::fs::read_dir(&yes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    expected.sort();
+    assert_eq!(rows.len(), 1 + expected.len(), "{csv}");
+    let id = manifest_id(&model);
+    for (row, file) in rows[1..].iter().zip(&expected) {
+        assert_eq!(row.len(), 8, "{row:?}");
+        assert_eq!(row[0], file.display().to_string());
+        assert!(row[7].contains("not a medical device"), "{row:?}");
+        if file.ends_with("broken scan.jpg") {
+            assert!(row[1..6].iter().all(String::is_empty), "{row:?}");
+            assert!(row[6].contains("broken scan.jpg"), "{row:?}");
+        } else {
+            assert!(["yes", "no"].contains(&row[1].as_str()), "{row:?}");
+            assert!(
+                row[2]
+                    .parse::<f32>()
+                    .is_ok_and(|p| (0.0..=1.0).contains(&p))
+            );
+            assert_eq!(row[4], id);
+            assert!(row[6].is_empty(), "{row:?}");
+        }
+    }
+
+    // Evaluate on the same folder: the model's own training images. The
+    // report goes to the working directory, not beside the model.
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_scanside"))
+        .args([
+            "evaluate",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--json",
+        ])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(!out.join("model.evaluation.html").exists());
     assert!(o.status.success(), "{}", text(&o.stderr));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["n"], 24);
@@ -485,7 +542,7 @@ fn train_classify_and_evaluate_end_to_end() {
         .sum();
     assert_eq!(total, 24);
     check_report(
-        &out.join("model.evaluation.html"),
+        &work.join("model.evaluation.html"),
         &scanside::html_report::EVALUATION_SECTIONS,
         3,
     );
@@ -504,7 +561,7 @@ fn train_classify_and_evaluate_end_to_end() {
         s(&bad),
         s(&good[0]),
     ]);
-    assert!(!o.status.success(), "a failed file must fail the exit code");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let lines: Vec<serde_json::Value> = text(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -590,17 +647,14 @@ fn asymmetry_and_crop_export_verify_and_explain() {
             "--quiet",
         ],
     );
-    let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let model = out.join("model.onnx");
-    let proto =
-        scanside_shared::classifier::parse_onnx(&std::fs::read(&model).unwrap(), &model).unwrap();
+    let (model, proto) = train_ok(&args, &out);
     let ops = op_counts(&proto);
     assert_eq!(ops.get("Slice"), Some(&2), "{ops:?}");
     assert_eq!(ops.get("Abs"), Some(&1), "{ops:?}");
-    // Average and max pooling of the whole map and of each half.
-    assert_eq!(ops.get("GlobalAveragePool"), Some(&3), "{ops:?}");
-    assert_eq!(ops.get("GlobalMaxPool"), Some(&3), "{ops:?}");
+    // Average and max pooling of the whole map and of each half, and of
+    // block 4 (the default).
+    assert_eq!(ops.get("GlobalAveragePool"), Some(&4), "{ops:?}");
+    assert_eq!(ops.get("GlobalMaxPool"), Some(&4), "{ops:?}");
     let meta = scanside::onnx_graph::metadata(&proto);
     assert!(
         meta.values()
@@ -640,6 +694,126 @@ fn asymmetry_and_crop_export_verify_and_explain() {
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let line: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
     assert!(line["overlay"].is_string(), "{line}");
+}
+
+/// A head that also reads VGG16's block 4 (`--blocks block4-last`): `train`
+/// pools `block4_pool` from the same forward pass in the exported graph
+/// (and verifies it in tract, or fails), records the recipe, writes an int8
+/// model that passes its gate, and `explain` reads the head back, with the
+/// block 4 values, reproducing both models' output (or refusing).
+#[test]
+fn block4_features_export_quantize_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_dataset(&data, 8);
+    let out = dir.path().join("run");
+    let args = train_args(
+        dir.path(),
+        &[
+            "--size",
+            "64",
+            "--views",
+            "1",
+            "--folds",
+            "2",
+            "--repeats",
+            "1",
+            "--hidden",
+            "16",
+            "--ensemble",
+            "2",
+            "--blocks",
+            "block4-last",
+            "--augmentation",
+            "standard",
+            "--max-accuracy-drop",
+            "0.2",
+            "--quiet",
+        ],
+    );
+    let (_, proto) = train_ok(&args, &out);
+    let ops = op_counts(&proto);
+    // Average and max pooling of block 5 and of block 4.
+    assert_eq!(ops.get("GlobalAveragePool"), Some(&2), "{ops:?}");
+    assert_eq!(ops.get("GlobalMaxPool"), Some(&2), "{ops:?}");
+    let graph = proto.graph.as_ref().unwrap();
+    let block4_pools: Vec<_> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.starts_with("Global") && n.name.starts_with("scanside/block4/"))
+        .collect();
+    assert_eq!(block4_pools.len(), 2);
+    assert_eq!(
+        block4_pools[0].input[0],
+        "functional_1/block4_pool_1/MaxPool2d:0"
+    );
+    let head = scanside_shared::explain::DenseHead::from_proto(&proto).unwrap();
+    // 512 channels, average and max, of each block.
+    assert_eq!(head.earlier.as_ref().map(|e| e.width), Some(1024));
+    assert_eq!(head.layers[0].inputs, 2048);
+    let meta = scanside::onnx_graph::metadata(&proto);
+    assert!(
+        meta.values()
+            .any(|v| v.contains("\"blocks\":\"block4_last\"")),
+        "the recipe is recorded: {meta:?}"
+    );
+    let q: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("quantization.json")).unwrap()).unwrap();
+    assert!(
+        q["training"]["decision_agreement"].as_f64().unwrap() >= 0.99,
+        "{q}"
+    );
+    // Both blocks' maps were cached by that one pass: the same recipe on
+    // the last block alone extracts nothing.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!report.contains("\n(0 views extracted"), "{report}");
+    let last_only: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a == "block4-last" {
+                "last".into()
+            } else {
+                a.clone()
+            }
+        })
+        .chain(["--no-quantize".to_string()])
+        .collect();
+    let o = scanside(&last_only.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("\n(0 views extracted"), "{report}");
+    let model = out.join("model.onnx");
+    let proto =
+        scanside_shared::classifier::parse_onnx(&std::fs::read(&model).unwrap(), &model).unwrap();
+    assert_eq!(op_counts(&proto).get("GlobalMaxPool"), Some(&1));
+    let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let image = std::fs::read_dir(data.join("yes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("broken scan.jpg"))
+        .unwrap();
+    for m in [model, out.join("model-int8.onnx")] {
+        let o = scanside(&[
+            "explain",
+            "--model",
+            s(&m),
+            "--out",
+            s(&dir.path().join("explain")),
+            "--json",
+            s(&image),
+        ]);
+        assert!(
+            o.status.success(),
+            "{}: {}{}",
+            m.display(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+        assert!(line["overlay"].is_string(), "{line}");
+    }
 }
 
 /// `scanside retrain` on the model `train` wrote: recipe flags not given
@@ -693,7 +867,8 @@ fn check_retrain(dir: &Path, data: &Path, base: &Path, backbone: &Path, cache: &
             s(&val),
         ],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    // Exit status 4: a quality gate refused.
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     // The validation folder is part of the rule: the base file's figures
     // against the candidate's, each at its own threshold.
     let on_val: Vec<&serde_json::Value> = c["metrics"]
@@ -870,10 +1045,13 @@ fn check_int8(out: &Path, train_args: &[&str]) {
         "quantize is not reproducible"
     );
 
-    // A recipe that clips every activation at its median is refused.
+    // Static int8 that clips every activation at its median is refused
+    // (int8 weights alone agree with f32 on every decision here).
     let refused = out.join("refused-int8.onnx");
     let o = with(
         &[
+            "--int8-scheme",
+            "static",
             "--calibration-range",
             "p50",
             "--min-agreement",
@@ -883,8 +1061,8 @@ fn check_int8(out: &Path, train_args: &[&str]) {
         ],
         &refused,
     );
-    assert!(!o.status.success());
     let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "refused: {stderr}");
     assert!(stderr.contains("int8 model refused"), "{stderr}");
     assert!(!refused.exists());
 
@@ -897,6 +1075,48 @@ fn check_int8(out: &Path, train_args: &[&str]) {
         text(&o.stderr)
     );
     assert!(!refused.exists());
+}
+
+/// Run `train` with `args`, which must succeed; its f32 model in `out` and
+/// the model's protobuf.
+fn train_ok(args: &[String], out: &Path) -> (PathBuf, tract_onnx::pb::ModelProto) {
+    let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let model = out.join("model.onnx");
+    let proto =
+        scanside_shared::classifier::parse_onnx(&std::fs::read(&model).unwrap(), &model).unwrap();
+    (model, proto)
+}
+
+/// RFC 4180 records: fields split at commas outside quotes, records at
+/// line breaks outside quotes, `""` inside quotes is one quote.
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (_, '"') => quoted = !quoted,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (_, c) => field.push(c),
+        }
+    }
+    records
+}
+
+fn manifest_id(model: &Path) -> String {
+    let proto =
+        scanside_shared::classifier::parse_onnx(&std::fs::read(model).unwrap(), model).unwrap();
+    scanside_shared::classifier::manifest_of(&proto)
+        .unwrap()
+        .model_id
 }
 
 fn op_counts(proto: &tract_onnx::pb::ModelProto) -> std::collections::BTreeMap<String, usize> {
@@ -1255,4 +1475,19 @@ fn validate_scores_only_the_validation_images_and_is_recorded() {
     let mut sections = scanside::html_report::TRAINING_SECTIONS.to_vec();
     sections.push(scanside::html_report::VALIDATION_SECTION);
     check_report(&out.join("report.html"), &sections, 7);
+}
+
+/// `scanside completions SHELL` prints a script that knows the subcommands
+/// and the recipe flags; an unknown shell is a usage error (status 2).
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = scanside(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", text(&o.stderr));
+        let script = text(&o.stdout);
+        for word in ["train", "retrain", "classify", "blocks"] {
+            assert!(script.contains(word), "{shell}: no `{word}`");
+        }
+    }
+    assert_eq!(scanside(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -70,6 +70,9 @@ pub struct Explanation {
     pub slice: image::RgbImage,
     /// The backbone's last feature map.
     pub features: FeatureMap,
+    /// The earlier block's transformed poolings the head also read (empty
+    /// for a head without them; see [`DenseHead::earlier`]).
+    pub earlier: Vec<f32>,
     /// The Grad-CAM map at the feature map's resolution.
     pub heatmap: Heatmap,
 }
@@ -147,7 +150,16 @@ impl Classifier {
                             h.feature_tensor
                         )
                     })?;
-                    m.with_output_outlets(&[probabilities, features])
+                    let mut outlets = vec![probabilities, features];
+                    if let Some(e) = &h.earlier {
+                        outlets.push(m.find_outlet_label(&e.tensor).ok_or_else(|| {
+                            tract_onnx::prelude::tract_data::internal::anyhow!(
+                                "no tensor `{}` in the graph",
+                                e.tensor
+                            )
+                        })?);
+                    }
+                    m.with_output_outlets(&outlets)
                 }
             })
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
@@ -249,9 +261,12 @@ impl Classifier {
             reason: "loaded without the feature-map output; cannot explain".into(),
         })?;
         let slice = self.slice(bytes, origin)?;
-        let mut outputs = self.run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?;
-        let (shape, data) = outputs.pop().expect("two outputs");
-        let probabilities = outputs.pop().expect("two outputs").1;
+        let mut outputs = self
+            .run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?
+            .into_iter();
+        let probabilities = outputs.next().expect("probabilities").1;
+        let (shape, data) = outputs.next().expect("the feature map");
+        let earlier = outputs.next().map(|(_, v)| v).unwrap_or_default();
         let features = match shape[..] {
             [1, channels, height, width] => FeatureMap {
                 channels,
@@ -265,7 +280,7 @@ impl Classifier {
                 )));
             }
         };
-        let readback = head.probabilities(&features)?;
+        let readback = head.probabilities(&features, &earlier)?;
         // NaN counts as infinitely far (f32::max would skip it).
         let diff = readback
             .iter()
@@ -292,12 +307,13 @@ impl Classifier {
         } else {
             1 - positive
         };
-        let heatmap = head.grad_cam(&features, class)?;
+        let heatmap = head.grad_cam(&features, &earlier, class)?;
         Ok(Explanation {
             classification: Classification { probability, label },
             class,
             slice,
             features,
+            earlier,
             heatmap,
         })
     }
@@ -373,17 +389,46 @@ pub enum ResultLine<'a> {
     },
 }
 
-/// Classify each file and write one line per file to `out`: JSON objects when
-/// `json`, else readable text. A file that fails gets an error line and the
-/// rest are still classified. Returns how many files failed.
+/// How `classify` writes its result lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One readable line per file.
+    #[default]
+    Text,
+    /// One JSON object per line ([`ResultLine`]).
+    Json,
+    /// RFC 4180 CSV with a header row ([`CSV_HEADER`]); a failed file has
+    /// its `error` column set and the result columns empty.
+    Csv,
+}
+
+/// The header row of [`OutputFormat::Csv`].
+pub const CSV_HEADER: &str = "file,label,probability,threshold,model_id,model_sha256,error,notice";
+
+/// One CSV field: quoted (quotes doubled) when it holds a comma, a quote or
+/// a line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+/// Classify each file and write one line per file to `out` in `format`. A
+/// file that fails gets an error line and the rest are still classified.
+/// Returns how many files failed.
 pub fn classify_files(
     classifier: &Classifier,
     files: &[PathBuf],
-    json: bool,
+    format: OutputFormat,
     out: &mut dyn Write,
 ) -> std::io::Result<usize> {
     let manifest = classifier.manifest();
     let mut failures = 0;
+    if format == OutputFormat::Csv {
+        writeln!(out, "{CSV_HEADER}")?;
+    }
     for file in files {
         let name = file.display().to_string();
         let line = match classifier.classify_file(file) {
@@ -404,11 +449,43 @@ pub fn classify_files(
                 }
             }
         };
-        if json {
-            serde_json::to_writer(&mut *out, &line)?;
-            writeln!(out)?;
-        } else {
-            match &line {
+        match format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut *out, &line)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Csv => {
+                let row: Vec<String> = match &line {
+                    ResultLine::Classified {
+                        file,
+                        label,
+                        probability,
+                        threshold,
+                        model_id,
+                        model_sha256,
+                        notice,
+                    } => vec![
+                        file.clone(),
+                        label.to_string(),
+                        probability.to_string(),
+                        threshold.to_string(),
+                        model_id.to_string(),
+                        model_sha256.to_string(),
+                        String::new(),
+                        notice.to_string(),
+                    ],
+                    ResultLine::Failed { file, error } => {
+                        let mut row = vec![String::new(); 8];
+                        row[0] = file.clone();
+                        row[6] = error.clone();
+                        row[7] = NOTICE.to_string();
+                        row
+                    }
+                };
+                let row: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+                writeln!(out, "{}", row.join(","))?;
+            }
+            OutputFormat::Text => match &line {
                 ResultLine::Classified {
                     file,
                     label,
@@ -420,22 +497,24 @@ pub fn classify_files(
                     "{file}: {label} (p = {probability:.4}, threshold {threshold:.4}; {NOTICE})"
                 )?,
                 ResultLine::Failed { file: _, error } => writeln!(out, "error: {error}")?,
-            }
+            },
         }
     }
     Ok(failures)
 }
 
 /// The `classify` command of both binaries: load `model` (the shipped model
-/// when `None`) on all cores and print one result line per file to stdout;
-/// `frame` picks the frame of multi-frame DICOM objects (`None`: the middle
-/// one). Returns how many files failed.
+/// when `None`) on all cores and print one result line per file (folders
+/// expanded, [`crate::inputs::expand`]) to stdout in `format`; `frame` picks
+/// the frame of multi-frame DICOM objects (`None`: the middle one). Returns
+/// the exit status ([`crate::exit::for_batch`]).
 pub fn classify_command(
     model: Option<PathBuf>,
     files: &[PathBuf],
-    json: bool,
+    format: OutputFormat,
     frame: Option<u32>,
-) -> Result<usize> {
+) -> Result<u8> {
+    let files = crate::inputs::expand(files)?;
     let path = crate::shipped::resolve(model)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let classifier = Classifier::load(&path)?
@@ -443,8 +522,8 @@ pub fn classify_command(
         .with_dicom_frame(frame.map_or(FrameChoice::Middle, FrameChoice::Index));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let failures = classify_files(&classifier, files, json, &mut out)
+    let failures = classify_files(&classifier, &files, format, &mut out)
         .and_then(|n| out.flush().map(|()| n))
         .map_err(|e| Error::io("<stdout>", e))?;
-    Ok(failures)
+    Ok(crate::exit::for_batch(files.len(), failures))
 }

@@ -25,6 +25,14 @@
 //! [`ASYMMETRY_NODE`] in the graph). Its gradient goes to the half each
 //! value came from, signed by which side was larger.
 //!
+//! A head may also read an earlier block's poolings (VGG16's block 4,
+//! `--blocks block4-last`): the same poolings and transform of that
+//! block's map, appended to the pooled vector as the [`BLOCK4_POOLED`]
+//! tensor. That map lies *before* the last one in the backbone, so
+//! nothing in it depends on `A`: its values enter the head as constants
+//! ([`DenseHead::earlier`]), and `∂s/∂A` (hence Grad-CAM on `A`) is the
+//! gradient through the last block's poolings alone.
+//!
 //! The head's weights are read back from the model file (the exporter's
 //! `scanside/dense{l}/W` and `/b` initializers and its pooling nodes), and
 //! [`crate::classifier::Classifier::explain_bytes`] refuses to draw a map if
@@ -42,7 +50,9 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use embedded_graphics::text::Text;
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
-use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType};
+use tract_onnx::pb::{
+    ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
 
 use crate::{Error, Result};
 
@@ -60,6 +70,11 @@ pub fn log1p_in_place(values: &mut [f32]) {
 /// Name of the `Abs` node that computes the exporter's left–right
 /// asymmetry features, when the model has them.
 pub const ASYMMETRY_NODE: &str = "scanside/asymmetry";
+
+/// Name of the tensor with an earlier block's transformed poolings, which
+/// the exporter appends to the head's input after the last block's (and
+/// declares, with its width, in the graph's `value_info`).
+pub const BLOCK4_POOLED: &str = "scanside/block4/pooled";
 
 /// The column ranges of the left and right halves of a map `width` wide
 /// (the middle column of an odd width belongs to neither).
@@ -169,6 +184,19 @@ pub struct DenseHead {
     pub layers: Vec<Dense>,
     /// Name of the feature-map tensor the poolings read (channels first).
     pub feature_tensor: String,
+    /// Values the head reads after the map's poolings that the map does not
+    /// influence: an earlier block's poolings ([`BLOCK4_POOLED`]).
+    pub earlier: Option<EarlierBlock>,
+}
+
+/// Head inputs from an earlier block of the backbone (see the module
+/// comment): a tensor the model computes, and how many values it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlierBlock {
+    /// Name of the tensor in the graph (`[1, width]`).
+    pub tensor: String,
+    /// Number of values.
+    pub width: usize,
 }
 
 /// The evidence's gradient with respect to the (untransformed) poolings of
@@ -192,6 +220,25 @@ impl Forward {
             .last()
             .expect("at least the pooled features")
     }
+}
+
+/// The declared dimensions of a tensor (`None` for a free one), if it
+/// declares a shape.
+fn onnx_dims(info: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    let Some(type_proto::Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// Values of a float initializer (`raw_data` or `float_data`).
@@ -261,30 +308,65 @@ impl DenseHead {
         }
         let asymmetry = node(ASYMMETRY_NODE).is_some();
         let blocks = if asymmetry { 2 } else { 1 };
+        let earlier = match graph.value_info.iter().find(|v| v.name == BLOCK4_POOLED) {
+            None => None,
+            Some(info) => {
+                let width = onnx_dims(info)
+                    .and_then(|d| match d[..] {
+                        [_, Some(w)] if w > 0 => Some(w as usize),
+                        _ => None,
+                    })
+                    .ok_or_else(|| bad(format!("`{BLOCK4_POOLED}` has no [batch, width] shape")))?;
+                Some(EarlierBlock {
+                    tensor: BLOCK4_POOLED.into(),
+                    width,
+                })
+            }
+        };
+        let own = |first: &Dense| {
+            first
+                .inputs
+                .checked_sub(earlier.as_ref().map_or(0, |e| e.width))
+        };
         match layers.last() {
             None => Err(bad("no scanside/dense0 layer".into())),
             Some(last) if last.outputs != 2 => Err(bad(format!(
                 "the last layer has {} outputs, expected 2 classes",
                 last.outputs
             ))),
-            Some(_) if !layers[0].inputs.is_multiple_of(pools.len() * blocks) => Err(bad(format!(
-                "the first layer's {} inputs do not split into {} poolings",
-                layers[0].inputs,
-                pools.len() * blocks
-            ))),
+            Some(_)
+                if !own(&layers[0])
+                    .is_some_and(|n| n > 0 && n.is_multiple_of(pools.len() * blocks)) =>
+            {
+                Err(bad(format!(
+                    "the first layer's {} inputs do not split into {} poolings{}",
+                    layers[0].inputs,
+                    pools.len() * blocks,
+                    earlier.as_ref().map_or(String::new(), |e| format!(
+                        " and {} earlier-block values",
+                        e.width
+                    ))
+                )))
+            }
             Some(_) => Ok(DenseHead {
                 pools,
                 log1p: node(LOG1P_NODE).is_some(),
                 asymmetry,
                 layers,
                 feature_tensor,
+                earlier,
             }),
         }
     }
 
     /// Channels the head expects in the feature map.
     pub fn channels(&self) -> usize {
-        self.layers[0].inputs / (self.pools.len() * self.blocks())
+        (self.layers[0].inputs - self.earlier_width()) / (self.pools.len() * self.blocks())
+    }
+
+    /// How many earlier-block values follow the map's poolings (0 without).
+    pub fn earlier_width(&self) -> usize {
+        self.earlier.as_ref().map_or(0, |e| e.width)
     }
 
     /// Blocks of pooled values: the global poolings, then (with asymmetry)
@@ -293,7 +375,14 @@ impl DenseHead {
         if self.asymmetry { 2 } else { 1 }
     }
 
-    fn check(&self, map: &FeatureMap) -> Result<()> {
+    fn check(&self, map: &FeatureMap, earlier: &[f32]) -> Result<()> {
+        if earlier.len() != self.earlier_width() {
+            return Err(Error::Inference(format!(
+                "{} earlier-block values given to a head reading {}",
+                earlier.len(),
+                self.earlier_width()
+            )));
+        }
         if map.channels != self.channels()
             || map.positions() == 0
             || (self.asymmetry && map.width < 2)
@@ -344,8 +433,10 @@ impl DenseHead {
         out
     }
 
-    fn forward(&self, map: &FeatureMap) -> Forward {
-        let mut activations = vec![self.pooled(map)];
+    fn forward(&self, map: &FeatureMap, earlier: &[f32]) -> Forward {
+        let mut input = self.pooled(map);
+        input.extend_from_slice(earlier);
+        let mut activations = vec![input];
         for (l, layer) in self.layers.iter().enumerate() {
             let x = activations.last().expect("non-empty");
             let y = if l == 0 {
@@ -358,10 +449,12 @@ impl DenseHead {
         Forward { activations }
     }
 
-    /// Softmax class probabilities, as the model's output.
-    pub fn probabilities(&self, map: &FeatureMap) -> Result<Vec<f32>> {
-        self.check(map)?;
-        let forward = self.forward(map);
+    /// Softmax class probabilities, as the model's output, from the map
+    /// and the `earlier` block's values ([`DenseHead::earlier`]; empty
+    /// when the head has none).
+    pub fn probabilities(&self, map: &FeatureMap, earlier: &[f32]) -> Result<Vec<f32>> {
+        self.check(map, earlier)?;
+        let forward = self.forward(map, earlier);
         let z = forward.logits();
         let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
@@ -370,9 +463,9 @@ impl DenseHead {
     }
 
     /// The evidence for class `class` (0 or 1): `z_class − z_other`.
-    pub fn evidence(&self, map: &FeatureMap, class: usize) -> Result<f32> {
-        self.check(map)?;
-        let forward = self.forward(map);
+    pub fn evidence(&self, map: &FeatureMap, earlier: &[f32], class: usize) -> Result<f32> {
+        self.check(map, earlier)?;
+        let forward = self.forward(map, earlier);
         let z = forward.logits();
         Ok(z[class] - z[1 - class])
     }
@@ -399,6 +492,8 @@ impl DenseHead {
         // transformed value t.
         let transform_slope = |t: f32| if self.log1p { (-t).exp() } else { 1.0 };
         let width = self.pools.len() * map.channels;
+        // The earlier block's values do not depend on the map.
+        g.truncate(width * self.blocks());
         let asymmetry = g.split_off(width);
         for (gj, &t) in g.iter_mut().zip(&forward.activations[0]) {
             *gj *= transform_slope(t);
@@ -433,10 +528,21 @@ impl DenseHead {
         regions
     }
 
+    /// Check the inputs, run the head and back-propagate to the regions'
+    /// poolings.
+    fn regions(&self, map: &FeatureMap, earlier: &[f32], class: usize) -> Result<Vec<Region>> {
+        self.check(map, earlier)?;
+        Ok(self.pooled_gradient(map, &self.forward(map, earlier), class))
+    }
+
     /// `∂ evidence / ∂ A` for every value of the feature map (same layout).
-    pub fn feature_gradient(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
-        self.check(map)?;
-        let regions = self.pooled_gradient(map, &self.forward(map), class);
+    pub fn feature_gradient(
+        &self,
+        map: &FeatureMap,
+        earlier: &[f32],
+        class: usize,
+    ) -> Result<Vec<f32>> {
+        let regions = self.regions(map, earlier, class)?;
         let n = map.positions();
         let mut out = vec![0.0f32; map.data.len()];
         for region in &regions {
@@ -459,9 +565,13 @@ impl DenseHead {
     }
 
     /// Grad-CAM channel weights `α_k = mean_ij ∂ evidence / ∂A_kij`.
-    pub fn channel_weights(&self, map: &FeatureMap, class: usize) -> Result<Vec<f32>> {
-        self.check(map)?;
-        let regions = self.pooled_gradient(map, &self.forward(map), class);
+    pub fn channel_weights(
+        &self,
+        map: &FeatureMap,
+        earlier: &[f32],
+        class: usize,
+    ) -> Result<Vec<f32>> {
+        let regions = self.regions(map, earlier, class)?;
         let n = map.positions() as f32;
         // Each pooling of a region hands its gradient to the map once in
         // total (spread by averaging, or to one cell by max).
@@ -481,8 +591,8 @@ impl DenseHead {
     }
 
     /// The Grad-CAM map for class `class`, at the feature map's resolution.
-    pub fn grad_cam(&self, map: &FeatureMap, class: usize) -> Result<Heatmap> {
-        let alpha = self.channel_weights(map, class)?;
+    pub fn grad_cam(&self, map: &FeatureMap, earlier: &[f32], class: usize) -> Result<Heatmap> {
+        let alpha = self.channel_weights(map, earlier, class)?;
         let n = map.positions();
         let mut cam = vec![0.0f32; n];
         for (k, a) in alpha.iter().enumerate() {
@@ -626,7 +736,23 @@ mod tests {
         c: usize,
         asymmetry: bool,
     ) -> DenseHead {
-        let dims = [c * pools.len() * if asymmetry { 2 } else { 1 }, 6, 5, 2];
+        with_earlier(rng, pools, c, asymmetry, 0)
+    }
+
+    /// A random head; `earlier` > 0 adds that many earlier-block inputs.
+    fn with_earlier(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        pools: Vec<Pool>,
+        c: usize,
+        asymmetry: bool,
+        earlier: usize,
+    ) -> DenseHead {
+        let dims = [
+            c * pools.len() * if asymmetry { 2 } else { 1 } + earlier,
+            6,
+            5,
+            2,
+        ];
         let layers = dims
             .windows(2)
             .map(|d| Dense {
@@ -644,6 +770,10 @@ mod tests {
             asymmetry,
             layers,
             feature_tensor: "features".into(),
+            earlier: (earlier > 0).then(|| EarlierBlock {
+                tensor: BLOCK4_POOLED.into(),
+                width: earlier,
+            }),
         }
     }
 
@@ -658,7 +788,13 @@ mod tests {
 
     /// Central difference of the evidence along `direction`, in f64 steps
     /// small enough to keep ReLU masks and arg-max positions.
-    fn directional(head: &DenseHead, map: &FeatureMap, class: usize, direction: &[f32]) -> f32 {
+    fn directional(
+        head: &DenseHead,
+        map: &FeatureMap,
+        earlier: &[f32],
+        class: usize,
+        direction: &[f32],
+    ) -> f32 {
         let eps = 1e-3f32;
         let shifted = |sign: f32| FeatureMap {
             data: map
@@ -669,49 +805,52 @@ mod tests {
                 .collect(),
             ..map.clone()
         };
-        let up = head.evidence(&shifted(1.0), class).unwrap();
-        let down = head.evidence(&shifted(-1.0), class).unwrap();
+        let up = head.evidence(&shifted(1.0), earlier, class).unwrap();
+        let down = head.evidence(&shifted(-1.0), earlier, class).unwrap();
         (up - down) / (2.0 * eps)
     }
 
     #[test]
     fn gradients_match_finite_differences_for_every_pooling() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (pools, log1p, asymmetry) in [
-            (vec![Pool::Average], false, false),
-            (vec![Pool::Max], false, false),
-            (vec![Pool::Average, Pool::Max], false, false),
-            (vec![Pool::Average, Pool::Max], true, false),
-            (vec![Pool::Average], false, true),
-            (vec![Pool::Max], true, true),
-            (vec![Pool::Average, Pool::Max], true, true),
+        for (pools, log1p, asymmetry, earlier) in [
+            (vec![Pool::Average], false, false, 0),
+            (vec![Pool::Max], false, false, 0),
+            (vec![Pool::Average, Pool::Max], false, false, 0),
+            (vec![Pool::Average, Pool::Max], true, false, 0),
+            (vec![Pool::Average], false, true, 0),
+            (vec![Pool::Max], true, true, 0),
+            (vec![Pool::Average, Pool::Max], true, true, 0),
+            (vec![Pool::Average, Pool::Max], true, false, 6),
+            (vec![Pool::Average, Pool::Max], true, true, 6),
         ] {
             let head = DenseHead {
                 log1p,
-                ..random_head_reading(&mut rng, pools.clone(), 4, asymmetry)
+                ..with_earlier(&mut rng, pools.clone(), 4, asymmetry, earlier)
             };
             let map = random_map(&mut rng, 4);
+            let fixed: Vec<f32> = (0..earlier).map(|_| rng.random_range(0.0..2.0)).collect();
             for class in 0..2 {
-                let grad = head.feature_gradient(&map, class).unwrap();
+                let grad = head.feature_gradient(&map, &fixed, class).unwrap();
                 for idx in [0, 5, 13, 30, 47] {
                     let mut e = vec![0.0; map.data.len()];
                     e[idx] = 1.0;
-                    let fd = directional(&head, &map, class, &e);
+                    let fd = directional(&head, &map, &fixed, class, &e);
                     assert!(
                         (fd - grad[idx]).abs() < 2e-3,
-                        "{pools:?} log1p {log1p} asymmetry {asymmetry} class {class} index {idx}: analytic {} vs finite difference {fd}",
+                        "{pools:?} log1p {log1p} asymmetry {asymmetry} earlier {earlier} class {class} index {idx}: analytic {} vs finite difference {fd}",
                         grad[idx]
                     );
                 }
                 // α_k · HW is the derivative along "raise all of channel k".
-                let alpha = head.channel_weights(&map, class).unwrap();
+                let alpha = head.channel_weights(&map, &fixed, class).unwrap();
                 for (k, a) in alpha.iter().enumerate() {
                     let mut e = vec![0.0; map.data.len()];
                     e[k * 12..(k + 1) * 12].iter_mut().for_each(|v| *v = 1.0);
-                    let fd = directional(&head, &map, class, &e) / 12.0;
+                    let fd = directional(&head, &map, &fixed, class, &e) / 12.0;
                     assert!(
                         (fd - a).abs() < 2e-3,
-                        "{pools:?} asymmetry {asymmetry} α_{k}: {a} vs {fd}"
+                        "{pools:?} asymmetry {asymmetry} earlier {earlier} α_{k}: {a} vs {fd}"
                     );
                 }
             }
@@ -719,15 +858,31 @@ mod tests {
     }
 
     #[test]
+    fn earlier_block_values_reach_the_output_and_are_checked() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let head = with_earlier(&mut rng, vec![Pool::Average, Pool::Max], 3, false, 4);
+        assert_eq!(head.channels(), 3);
+        let map = random_map(&mut rng, 3);
+        let a = head.evidence(&map, &[0.0; 4], 1).unwrap();
+        let b = head.evidence(&map, &[1.0, 0.0, 0.5, 2.0], 1).unwrap();
+        assert!((a - b).abs() > 1e-4, "the head reads its earlier inputs");
+        let err = head.probabilities(&map, &[0.0; 3]).unwrap_err().to_string();
+        assert!(
+            err.contains("3 earlier-block values") && err.contains("reading 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn evidence_is_the_log_odds_of_the_probabilities() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let head = random_head(&mut rng, vec![Pool::Average, Pool::Max], 3);
         let map = random_map(&mut rng, 3);
-        let p = head.probabilities(&map).unwrap();
+        let p = head.probabilities(&map, &[]).unwrap();
         assert!((p[0] + p[1] - 1.0).abs() < 1e-6);
-        let s = head.evidence(&map, 1).unwrap();
+        let s = head.evidence(&map, &[], 1).unwrap();
         assert!((s - (p[1] / p[0]).ln()).abs() < 1e-4);
-        assert_eq!(head.evidence(&map, 0).unwrap(), -s);
+        assert_eq!(head.evidence(&map, &[], 0).unwrap(), -s);
     }
 
     #[test]
@@ -745,6 +900,7 @@ mod tests {
                 bias: vec![0.0, 0.0],
             }],
             feature_tensor: "f".into(),
+            earlier: None,
         };
         let map = FeatureMap {
             channels: 1,
@@ -752,10 +908,10 @@ mod tests {
             width: 2,
             data: vec![0.0, 1.0, 2.0, 4.0],
         };
-        let cam = head.grad_cam(&map, 1).unwrap();
+        let cam = head.grad_cam(&map, &[], 1).unwrap();
         assert_eq!(cam.values, vec![0.0, 0.25, 0.5, 1.0]);
         // For the other class the same channel is counter-evidence: no map.
-        let none = head.grad_cam(&map, 0).unwrap();
+        let none = head.grad_cam(&map, &[], 0).unwrap();
         assert_eq!(none.peak, 0.0);
         assert!(none.values.iter().all(|v| *v == 0.0));
     }
@@ -765,7 +921,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let head = random_head(&mut rng, vec![Pool::Average], 4);
         let map = random_map(&mut rng, 3);
-        let err = head.grad_cam(&map, 1).unwrap_err().to_string();
+        let err = head.grad_cam(&map, &[], 1).unwrap_err().to_string();
         assert!(err.contains("reading 4 channels"), "{err}");
     }
 

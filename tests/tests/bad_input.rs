@@ -14,7 +14,7 @@ use scanside_device::controller::State;
 use scanside_e2e::corpus::{BadInput, generate};
 use scanside_e2e::{SimAppliance, last_event, sim_appliance, team_data, team_dicom, workspace};
 use scanside_shared::audit::{AuditEvent, ErrorKind, read_log};
-use scanside_shared::classifier::{Classifier, classify_files};
+use scanside_shared::classifier::{Classifier, OutputFormat, classify_files};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
 fn source_scan() -> PathBuf {
@@ -85,7 +85,7 @@ fn classify_gives_one_line_per_input_and_names_every_failure() {
     let classifier = Classifier::load(&model()).unwrap().with_threads(2);
     let paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
     let mut out = Vec::new();
-    let failures = classify_files(&classifier, &paths, true, &mut out).unwrap();
+    let failures = classify_files(&classifier, &paths, OutputFormat::Json, &mut out).unwrap();
     let lines: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
         .lines()

@@ -28,7 +28,10 @@ fn card_sha256() -> String {
 #[test]
 fn shipped_model_matches_its_card_and_has_a_complete_manifest() {
     let bytes = std::fs::read(model_path()).unwrap();
-    assert!(bytes.len() <= 22_000_000, "{} bytes > 22 MB", bytes.len());
+    // 25.4 MB: int8 convolutions and the f32 head on 2048 block 4 + block 5
+    // features (10.5 MB); a model far above it is not the one the card
+    // describes.
+    assert!(bytes.len() <= 27_000_000, "{} bytes > 27 MB", bytes.len());
     assert_eq!(scanside_shared::sha256_hex(&bytes), card_sha256());
 
     let m = manifest_of(&parse_onnx(&bytes, &model_path()).unwrap()).unwrap();
