@@ -127,6 +127,9 @@ fn main() {
     if std::env::var("LAB_STANDARD_AUG").is_ok() {
         opts.augmentation = scanside::augment::Augmentation::Standard;
     }
+    // The lab pools block 4 from its own cut backbone (`LAB_B4`), so each
+    // backbone is read for its cut alone.
+    opts.head.blocks = scanside::features::Blocks::Last;
     let prep = prepare(&opts).expect("features");
     let prep4 = std::env::var("LAB_B4").ok().map(|b| {
         let mut o = opts.clone();

@@ -41,9 +41,11 @@ fn main() {
         opts.augmentation = scanside::augment::Augmentation::Standard;
     }
     let block4 = args.iter().any(|a| a == "--block4");
-    if block4 {
-        opts.head.blocks = Blocks::Block4Last;
-    }
+    opts.head.blocks = if block4 {
+        Blocks::Block4Last
+    } else {
+        Blocks::Last
+    };
     let prep = prepare(&opts).expect("features");
     let validation = value("--validate").map(|dir| {
         let data = scanside::dataset::DatasetOptions {
@@ -58,7 +60,12 @@ fn main() {
         )
         .expect("validation folder")
     });
-    let d = HeadConfig::default();
+    // The rows below compare heads on block 5 alone (the default before
+    // block 4); `--block4` adds the rows that read block 4 too.
+    let d = HeadConfig {
+        blocks: Blocks::Last,
+        ..HeadConfig::default()
+    };
     // The single-network recipe the log1p ensemble replaced.
     let single = HeadConfig {
         transform: FeatureTransform::None,
@@ -125,7 +132,10 @@ fn main() {
                 ..d.clone()
             },
         ),
-        ("256 avg+max log1p x5 dropout0.7 (default)", d.clone()),
+        (
+            "256 avg+max log1p x5 dropout0.7 (block 5 default)",
+            d.clone(),
+        ),
         (
             "256 avg+max log1p x5 dropout0.7 left-right",
             HeadConfig {

@@ -80,7 +80,8 @@ fn main() {
         out.join("unused"),
     );
     recipe.quiet = false;
-    recipe.head.blocks = match value("--blocks", "last").as_str() {
+    recipe.head.blocks = match value("--blocks", "train's default").as_str() {
+        "train's default" => recipe.head.blocks,
         "last" => Blocks::Last,
         "block4-last" => Blocks::Block4Last,
         other => panic!("--blocks last|block4-last, not {other}"),

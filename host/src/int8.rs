@@ -415,8 +415,8 @@ pub fn quantize_checked(
     if let Some(first) = reference.files.first() {
         let p = device.classify_file(first)?.probability;
         if (p - run.probabilities[0]).abs() > 1e-6 {
-            return Err(Error::Quantization(format!(
-                "{}: the device classifier gives {p}, the checking plan {}",
+            return Err(Error::Verification(format!(
+                "int8 model: {}: the device classifier gives {p}, the checking plan {}",
                 first.display(),
                 run.probabilities[0]
             )));

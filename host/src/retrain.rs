@@ -41,6 +41,7 @@ use scanside_shared::manifest::{Lineage, ModelManifest};
 
 use crate::augment::Augmentation;
 use crate::backbone::write_atomically;
+use crate::features::Blocks;
 use crate::head::HeadConfig;
 use crate::operating_point::ThresholdRule;
 use crate::report::pct;
@@ -320,8 +321,15 @@ pub fn inherit(
 /// sentence per difference.
 fn recipe_changes(parent: &TrainOptions, candidate: &TrainOptions) -> Vec<String> {
     let mut changes = Vec::new();
+    // Fields left out of the recording at their old value (`asymmetry`,
+    // `blocks`) are compared at that value.
     let as_map = |h: &HeadConfig| match serde_json::to_value(h).expect("serialises") {
-        serde_json::Value::Object(m) => m,
+        serde_json::Value::Object(mut m) => {
+            for (key, absent) in [("asymmetry", "none"), ("blocks", "last")] {
+                m.entry(key).or_insert_with(|| absent.into());
+            }
+            m
+        }
         _ => unreachable!("a struct serialises to an object"),
     };
     let (p, c) = (as_map(&parent.head), as_map(&candidate.head));
@@ -460,6 +468,9 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
         && parent_opts.crop == cand.crop
         && parent_opts.augmentation == cand.augmentation
         && parent_opts.augmented_views <= cand.augmented_views
+        // The candidate's features hold block 4's maps only if its recipe
+        // reads them.
+        && (parent_opts.head.blocks == Blocks::Last || prep.block4.is_some())
     {
         &prep
     } else {

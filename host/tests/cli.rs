@@ -938,6 +938,24 @@ fn check_retrain(dir: &Path, data: &Path, base: &Path, backbone: &Path, cache: &
     );
     assert!(!models.exists());
 
+    // Block 5 alone against a base that reads block 4 too (the default):
+    // the parent's recipe gets its own features, and the change is named.
+    let (o, c, _) = retrain("block5", &["--blocks", "last", "--tolerance", "1"]);
+    assert!(
+        [Some(0), Some(4)].contains(&o.status.code()),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        c["changes"].as_array().unwrap().iter().any(|v| v
+            .as_str()
+            .unwrap()
+            .starts_with("head blocks: \"block4_last\"")),
+        "{}",
+        c["changes"]
+    );
+    let _ = std::fs::remove_dir_all(&models);
+
     // The base's own recipe on the same data, any result accepted.
     let (o, c, out) = retrain("same", &["--tolerance", "1", "--note", "re-run"]);
     assert!(o.status.success(), "{}", text(&o.stderr));

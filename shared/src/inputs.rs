@@ -1,11 +1,12 @@
 //! The scans a command is given: files as they are, folders expanded.
 //!
-//! `classify`, `explain` and `evaluate` (host and device) accept folders as
-//! well as files, as batch tools for image classifiers do: a folder stands
-//! for every file below it, recursively, in sorted path order, skipping
-//! hidden files and folders (names starting with `.`). Files are not
-//! filtered by extension (a DICOM object often has none); a file the
-//! classifier cannot read gets its own error line as before.
+//! `classify` (host and device) and `explain` accept folders as well as
+//! files, as batch tools for image classifiers do: a folder stands for
+//! every file below it, recursively, in sorted path order, skipping hidden
+//! files and folders (names starting with `.`). Files are not filtered by
+//! extension (a DICOM object often has none); a file the classifier cannot
+//! read, or a broken link, gets its own error line as before. A folder with
+//! no files in it is an error naming it.
 
 use std::path::{Path, PathBuf};
 
@@ -13,13 +14,22 @@ use crate::{Error, Result};
 
 /// Expand `paths`: each folder to the files below it (sorted, hidden ones
 /// skipped), each other path kept as given (a missing file stays, so the
-/// caller reports it with the others). A folder that cannot be read is an
-/// error naming it.
+/// caller reports it with the others). An entry below a folder that cannot
+/// be followed (a broken link, an unreadable subfolder) is kept as a path
+/// too, for the same reason. A folder with no files below it is an error
+/// naming it.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
-            out.extend(walk(path)?);
+            let files = walk(path)?;
+            if files.is_empty() {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no files in this folder"),
+                ));
+            }
+            out.extend(files);
         } else {
             out.push(path.clone());
         }
@@ -31,7 +41,8 @@ fn hidden(entry: &walkdir::DirEntry) -> bool {
     entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.')
 }
 
-/// The files below `dir`, sorted by path.
+/// The files below `dir`, sorted by path; entries that cannot be followed
+/// are kept as paths (their readers report them).
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
@@ -40,15 +51,18 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
         .into_iter()
         .filter_entry(|e| !hidden(e))
     {
-        let entry = entry.map_err(|e| {
-            let at = e.path().unwrap_or(dir).to_path_buf();
-            let io = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("a symbolic link loops back"));
-            Error::io(at, io)
-        })?;
-        if entry.file_type().is_file() {
-            files.push(entry.into_path());
+        match entry {
+            Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) => match e.path() {
+                Some(p) if p != dir => files.push(p.to_path_buf()),
+                _ => {
+                    let io = e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("a symbolic link loops back"));
+                    return Err(Error::io(dir, io));
+                }
+            },
         }
     }
     Ok(files)
@@ -86,5 +100,23 @@ mod tests {
             single,
         ];
         assert_eq!(got, expected);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_broken_link_stays_for_its_reader_and_an_empty_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("gone.jpg"), root.join("b.jpg")).unwrap();
+        let got = expand(&[root.to_path_buf()]).unwrap();
+        assert_eq!(got, vec![root.join("a.jpg"), root.join("b.jpg")]);
+        let empty = root.join("empty");
+        std::fs::create_dir_all(empty.join(".hidden")).unwrap();
+        std::fs::write(empty.join(".hidden/x.jpg"), b"x").unwrap();
+        let err = expand(std::slice::from_ref(&empty))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty") && err.contains("no files"), "{err}");
     }
 }
