@@ -80,12 +80,13 @@ fn main() {
         out.join("unused"),
     );
     recipe.quiet = false;
-    recipe.head.blocks = match value("--blocks", "train's default").as_str() {
-        "train's default" => recipe.head.blocks,
-        "last" => Blocks::Last,
-        "block4-last" => Blocks::Block4Last,
-        other => panic!("--blocks last|block4-last, not {other}"),
-    };
+    if let Some(i) = args.iter().position(|a| a == "--blocks") {
+        recipe.head.blocks = match args[i + 1].as_str() {
+            "last" => Blocks::Last,
+            "block4-last" => Blocks::Block4Last,
+            other => panic!("--blocks last|block4-last, not {other}"),
+        };
+    }
     if let Some(i) = args.iter().position(|a| a == "--hidden") {
         recipe.head.hidden = match args[i + 1].as_str() {
             "linear" => vec![],

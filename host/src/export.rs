@@ -81,32 +81,28 @@ pub fn build(
     };
     onnx_graph::set_input_dims(graph, &bm.input_name, &dims)?;
 
-    let nchw = |graph: &mut GraphProto, tensor: &str, name: &str| -> String {
+    // A feature tap in NCHW: as it is, or through a `Transpose` node
+    // (`node_name`, output `out`) for a backbone whose maps are NHWC.
+    let nchw = |graph: &mut GraphProto, tensor: &str, node_name: &str, out: &str| -> String {
         if bm.feature_layout == Layout::Nhwc {
-            let out = format!("{name}_nchw");
             graph.node.push(node(
                 "Transpose",
-                &format!("{name}_to_nchw"),
+                node_name,
                 &[tensor],
-                &[&out],
+                &[out],
                 vec![attr_ints("perm", &[0, 3, 1, 2])],
             ));
-            out
+            out.to_string()
         } else {
             tensor.to_string()
         }
     };
-    let mut features = bm.cut_at.clone();
-    if bm.feature_layout == Layout::Nhwc {
-        graph.node.push(node(
-            "Transpose",
-            "scanside/to_nchw",
-            &[&features],
-            &["scanside/features_nchw"],
-            vec![attr_ints("perm", &[0, 3, 1, 2])],
-        ));
-        features = "scanside/features_nchw".into();
-    }
+    let features = nchw(
+        graph,
+        &bm.cut_at,
+        "scanside/to_nchw",
+        "scanside/features_nchw",
+    );
     let block4 = match recipe.blocks {
         Blocks::Last => None,
         Blocks::Block4Last => {
@@ -115,7 +111,13 @@ pub fn build(
                     "the recipe reads block 4, but the backbone was loaded without it".into(),
                 ));
             };
-            Some((nchw(graph, tensor, "scanside/block4/map"), channels))
+            let map = nchw(
+                graph,
+                tensor,
+                "scanside/block4/to_nchw",
+                "scanside/block4/map_nchw",
+            );
+            Some((map, channels))
         }
     };
     // The last block's part of the head input: all of it without block 4.

@@ -154,7 +154,7 @@ pub struct Extracted {
     /// Feature maps per item, per view.
     pub maps: Vec<Vec<FeatureMap>>,
     /// Block 4's maps, the same way, when the backbone returns them
-    /// ([`Backbone::with_block4`]).
+    /// ([`Backbone::load_with_block4`]).
     pub block4: Option<Vec<Vec<FeatureMap>>>,
     /// How many (item, view) pairs were computed (not read from the cache).
     pub computed: usize,

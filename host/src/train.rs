@@ -490,10 +490,11 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
 
 fn prepare_timed(opts: &TrainOptions, watch: &mut Stopwatch) -> Result<Prepared> {
     opts.validate()?;
-    let mut backbone = Backbone::load(&opts.backbone, opts.size)?.with_crop(opts.crop);
-    if opts.head.blocks == Blocks::Block4Last {
-        backbone = backbone.with_block4(&opts.backbone)?;
+    let backbone = match opts.head.blocks {
+        Blocks::Last => Backbone::load(&opts.backbone, opts.size)?,
+        Blocks::Block4Last => Backbone::load_with_block4(&opts.backbone, opts.size)?,
     }
+    .with_crop(opts.crop);
     watch.lap("load backbone");
     let dataset = Dataset::load_sources(&opts.sources(), &opts.cache)?;
     for s in &dataset.skipped {
