@@ -81,6 +81,20 @@ if ! echo "$WHEEL_SHA256  $WHEEL" | sha256sum -c --status 2>/dev/null; then
   echo "$WHEEL_SHA256  $WHEEL" | sha256sum -c --quiet
 fi
 
+# 2b. Sample photographs for the tests' out-of-scope corpus: the
+#     scikit-image 0.24.0 wheel (its skimage/data folder), pinned by SHA-256,
+#     read in place by tests/src/scope_corpus.rs. Never installed.
+PHOTO_WHEEL=third_party/scikit_image-0.24.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+PHOTO_WHEEL_SHA256=fa27b3a0dbad807b966b8db2d78da734cb812ca4787f7fbb143764800ce2fa9c
+mkdir -p third_party
+if ! echo "$PHOTO_WHEEL_SHA256  $PHOTO_WHEEL" | sha256sum -c --status 2>/dev/null; then
+  say "fetching scikit-image==0.24.0 (sample photographs) from PyPI"
+  rm -f "$PHOTO_WHEEL"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    --platform manylinux_2_17_x86_64 --python-version 3.11 scikit-image==0.24.0 -d third_party
+  echo "$PHOTO_WHEEL_SHA256  $PHOTO_WHEEL" | sha256sum -c --quiet
+fi
+
 say "building scanside ($PROFILE)"
 cargo build --profile "$PROFILE" -p scanside --bin scanside
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

@@ -250,20 +250,37 @@ where
     fn finish_job(&mut self, scan: PathBuf, result: ScanOutcome, started: Instant) -> Result<()> {
         let latency_ms = started.elapsed().as_millis() as u32;
         match result {
-            Ok((scan_ref, probability)) => {
+            Ok((scan_ref, c)) => {
+                let probability = c.probability;
+                let outcome = match c.out_of_scope() {
+                    true => Outcome::OutOfScope,
+                    false => Outcome::Classified { probability },
+                };
                 let decision = self
                     .panel
-                    .finish(&Outcome::Classified { probability })
+                    .finish(&outcome)
                     .map_err(gpio)?
-                    .expect("a probability always gives a decision");
+                    .expect("a classification always gives a decision");
                 let model = self.model_ref().expect("only a loaded model classifies");
-                let at = self.record(AuditEvent::Classified {
-                    scan: scan_ref.clone(),
-                    model: model.clone(),
-                    probability,
-                    decision,
-                    latency_ms,
-                })?;
+                let event = match &c.scope {
+                    Some(s) if !s.in_scope => AuditEvent::OutOfScope {
+                        scan: scan_ref.clone(),
+                        model: model.clone(),
+                        probability,
+                        score: s.score,
+                        threshold: s.threshold,
+                        reason: s.reason.as_ref().map_or(String::new(), ToString::to_string),
+                        latency_ms,
+                    },
+                    _ => AuditEvent::Classified {
+                        scan: scan_ref.clone(),
+                        model: model.clone(),
+                        probability,
+                        decision,
+                        latency_ms,
+                    },
+                };
+                let at = self.record(event)?;
                 self.last_result = Some((at, scan_ref, model, decision));
                 let moved = self.inbox.mark_processed(&scan)?;
                 eprintln!(

@@ -55,6 +55,8 @@ pub enum Outcome {
         /// Tumour probability.
         probability: f32,
     },
+    /// The model's guard refused the scan: no answer.
+    OutOfScope,
     /// No decision, and why.
     Failed(ErrorKind),
 }
@@ -189,6 +191,10 @@ impl Controller {
                 );
                 (State::Result(d), Some(d))
             }
+            Outcome::OutOfScope => (
+                State::Result(Decision::OutOfScope),
+                Some(Decision::OutOfScope),
+            ),
             Outcome::Failed(kind) => (State::Error(kind), None),
         };
         if decision.is_some() {

@@ -36,9 +36,9 @@ pub struct ExportSummary {
 /// The scan a record refers to, if any.
 fn scan_of(record: &AuditRecord) -> Option<[u8; 32]> {
     match &record.event {
-        AuditEvent::Classified { scan, .. } | AuditEvent::Disputed { scan, .. } => {
-            Some(scan.content_sha256)
-        }
+        AuditEvent::Classified { scan, .. }
+        | AuditEvent::Disputed { scan, .. }
+        | AuditEvent::OutOfScope { scan, .. } => Some(scan.content_sha256),
         AuditEvent::Error { scan, .. } | AuditEvent::Received { scan, .. } => {
             scan.as_ref().map(|s| s.content_sha256)
         }

@@ -18,7 +18,8 @@ pub enum Pattern {
     Idle,
     /// Classifying: amber blinking at 2 Hz.
     Busy,
-    /// A decision, steady: green, amber or red.
+    /// A decision: green, amber or red, steady; out of scope, amber and red
+    /// taking turns once a second (no answer).
     Result(Decision),
     /// Something went wrong: red blinking fast (5 Hz).
     Error,
@@ -39,6 +40,10 @@ impl Pattern {
             Pattern::Result(Decision::NoTumour) => (true, false, false),
             Pattern::Result(Decision::Uncertain) => (false, true, false),
             Pattern::Result(Decision::TumourSuspected) => (false, false, true),
+            Pattern::Result(Decision::OutOfScope) => {
+                let amber = t_ms % 1000 < 500;
+                (false, amber, !amber)
+            }
             Pattern::Error => (false, false, t_ms % 200 < 100),
             Pattern::Acknowledge => {
                 let on = t_ms < 750 && t_ms % 500 < 250;

@@ -442,6 +442,24 @@ fn print_log(path: &Path, json: bool) -> Result<ExitCode> {
                     current.id,
                     &hex::encode(current.sha256)[..12]
                 )?,
+                AuditEvent::OutOfScope {
+                    scan,
+                    model,
+                    score,
+                    threshold,
+                    reason,
+                    latency_ms,
+                    ..
+                } => writeln!(
+                    out,
+                    "{} out of scope: scan {} with {}: {reason}{} ({latency_ms} ms)",
+                    utc(r.unix_ms),
+                    &hex::encode(scan.content_sha256)[..12],
+                    model.id,
+                    score.map_or(String::new(), |s| format!(
+                        " (guard score {s:.2} > {threshold:.2})"
+                    )),
+                )?,
             }
         }
     }

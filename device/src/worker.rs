@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel}
 use std::time::Duration;
 
 use scanside_shared::audit::{ErrorKind, ModelRef, ScanRef};
-use scanside_shared::classifier::Classifier;
+use scanside_shared::classifier::{Classification, Classifier};
 use scanside_shared::explain::png_bytes;
 use scanside_shared::manifest::ModelManifest;
 use scanside_shared::{sha256, sha256_hex};
@@ -29,9 +29,11 @@ use crate::archive::Archive;
 use crate::config::ArchiveConfig;
 use crate::{Error, Result};
 
-/// A scan's outcome: its reference and tumour probability, or what went
-/// wrong (with the reference when the file could be read).
-pub type ScanOutcome = std::result::Result<(ScanRef, f32), (Option<ScanRef>, ErrorKind, String)>;
+/// A scan's outcome: its reference and classification (with the guard's
+/// verdict), or what went wrong (with the reference when the file could be
+/// read).
+pub type ScanOutcome =
+    std::result::Result<(ScanRef, Classification), (Option<ScanRef>, ErrorKind, String)>;
 
 /// What [`Worker::poll`] finds.
 #[derive(Debug)]
@@ -265,7 +267,7 @@ fn classify(classifier: &Classifier, scan: &Path, archive: Option<&Archive>) -> 
         eprintln!("archive: {e}");
     }
     match result {
-        Ok(c) => Ok((scan_ref, c.probability)),
+        Ok(c) => Ok((scan_ref, c)),
         Err(e @ scanside_shared::Error::Inference(_)) => {
             Err((Some(scan_ref), ErrorKind::ModelFailure, e.to_string()))
         }

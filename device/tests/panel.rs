@@ -103,6 +103,7 @@ fn press_and_decide(probability: f32, decision: Decision) {
             vec![Low, High, Low],
             vec![Low, High, Low],
         ),
+        Decision::OutOfScope => unreachable!("a probability never decides out of scope"),
     };
     let mut p = panel(
         &[High, Low, Low, High, High, High],

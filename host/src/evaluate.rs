@@ -29,6 +29,12 @@ pub struct Evaluation {
     /// Metrics at the model's threshold (`n`, `accuracy`, …, `confusion`).
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The model's out-of-scope guard on this folder (`None` for a model
+    /// without a guard). `metrics` above are over every scored image, as
+    /// the model would answer them; this block says how many the box
+    /// would not answer and how well it does on the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSummary>,
     /// Files skipped (unreadable), with reasons.
     pub skipped: Vec<Skipped>,
     /// The model's manifest (for the HTML report; not in the JSON).
@@ -48,6 +54,59 @@ pub struct Prediction {
     pub label: u8,
     /// Positive-class probability.
     pub probability: f32,
+    /// Whether the model's guard refused it (never, without a guard).
+    pub out_of_scope: bool,
+}
+
+/// What the out-of-scope guard did on a labelled folder.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScopeSummary {
+    /// Images the guard let through (the box answers them).
+    pub passed: usize,
+    /// Images it refused (the box gives no answer).
+    pub refused: usize,
+    /// Fraction passed.
+    pub pass_rate: f64,
+    /// Refusals by check (`features`, `colour`, …).
+    pub refused_by: std::collections::BTreeMap<String, usize>,
+    /// Metrics on the passed images only (what the box answers).
+    pub passed_metrics: Option<Metrics>,
+    /// Accuracy the model would have had on the refused images, at its
+    /// threshold: a useful guard refuses where the model is more often
+    /// wrong.
+    pub refused_accuracy: Option<f64>,
+}
+
+impl ScopeSummary {
+    /// Summarise `predictions` (with their guard verdicts) at `threshold`.
+    pub fn of(predictions: &[Prediction], reasons: &[Option<String>], threshold: f32) -> Self {
+        let (passed, refused): (Vec<&Prediction>, Vec<&Prediction>) =
+            predictions.iter().partition(|p| !p.out_of_scope);
+        let metrics = |set: &[&Prediction]| {
+            let probs: Vec<f32> = set.iter().map(|p| p.probability).collect();
+            let labels: Vec<u8> = set.iter().map(|p| p.label).collect();
+            (!set.is_empty()).then(|| Metrics::compute(&probs, &labels, threshold))
+        };
+        let mut refused_by = std::collections::BTreeMap::new();
+        for r in reasons.iter().flatten() {
+            *refused_by.entry(r.clone()).or_insert(0) += 1;
+        }
+        ScopeSummary {
+            passed: passed.len(),
+            refused: refused.len(),
+            pass_rate: passed.len() as f64 / predictions.len().max(1) as f64,
+            refused_by,
+            passed_metrics: metrics(&passed),
+            refused_accuracy: metrics(&refused).map(|m| m.accuracy),
+        }
+    }
+}
+
+/// The name of the check that refused a scan, for [`ScopeSummary::refused_by`].
+fn check_name(scope: &Option<scanside_shared::guard::ScopeCheck>) -> Option<String> {
+    let reason = scope.as_ref().filter(|s| !s.in_scope)?.reason.as_ref()?;
+    let value = serde_json::to_value(reason).ok()?;
+    value["check"].as_str().map(str::to_string)
 }
 
 /// Where `evaluate` writes its HTML report unless told otherwise:
@@ -66,6 +125,8 @@ pub fn default_report_path(model: &Path) -> PathBuf {
 struct Scoring {
     items: Vec<Item>,
     probabilities: Vec<f32>,
+    /// The guard's verdict per scored image.
+    scopes: Vec<Option<scanside_shared::guard::ScopeCheck>>,
     skipped: Vec<Skipped>,
 }
 
@@ -81,21 +142,23 @@ fn score_folder(classifier: &Classifier, data: &Path) -> Result<Scoring> {
     opts.positive = m.positive_class.clone();
     opts.negative = negative.clone();
     let dataset = Dataset::load(&opts)?;
-    let results: Vec<Result<f32>> = dataset
+    let results: Vec<Result<_>> = dataset
         .items
         .par_iter()
-        .map(|item| Ok(classifier.classify_file(&item.path)?.probability))
+        .map(|item| Ok(classifier.classify_file(&item.path)?))
         .collect();
     let mut scoring = Scoring {
         items: Vec::new(),
         probabilities: Vec::new(),
+        scopes: Vec::new(),
         skipped: dataset.skipped.clone(),
     };
     for (item, r) in dataset.items.into_iter().zip(results) {
         match r {
-            Ok(p) => {
+            Ok(c) => {
                 scoring.items.push(item);
-                scoring.probabilities.push(p);
+                scoring.probabilities.push(c.probability);
+                scoring.scopes.push(c.scope);
             }
             Err(e) => scoring.skipped.push(Skipped {
                 path: item.path.clone(),
@@ -157,12 +220,18 @@ pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
         .items
         .iter()
         .zip(&s.probabilities)
-        .map(|(item, &p)| Prediction {
+        .zip(&s.scopes)
+        .map(|((item, &p), scope)| Prediction {
             path: item.path.clone(),
             label: item.label,
             probability: p,
+            out_of_scope: scope.as_ref().is_some_and(|c| !c.in_scope),
         })
         .collect();
+    let reasons: Vec<Option<String>> = s.scopes.iter().map(check_name).collect();
+    let scope = classifier
+        .guard()
+        .map(|_| ScopeSummary::of(&predictions, &reasons, m.threshold));
     let probs: Vec<f32> = predictions.iter().map(|p| p.probability).collect();
     let labels: Vec<u8> = predictions.iter().map(|p| p.label).collect();
     Ok(Evaluation {
@@ -170,6 +239,7 @@ pub fn run(model: &Path, data: &Path) -> Result<Evaluation> {
         model_id: m.model_id.clone(),
         model_sha256: classifier.sha256().to_string(),
         metrics: Metrics::compute(&probs, &labels, m.threshold),
+        scope,
         skipped,
         predictions,
         manifest: m.clone(),

@@ -22,6 +22,9 @@ enum ExplainLine<'a> {
         label: &'a str,
         probability: f32,
         threshold: f32,
+        /// The guard's verdict, for a model with a guard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'a scanside_shared::guard::ScopeCheck>,
         overlay: String,
         model_id: &'a str,
         notice: &'static str,
@@ -83,6 +86,7 @@ pub fn run(
                 label: &x.classification.label,
                 probability: x.classification.probability,
                 threshold: m.threshold,
+                scope: x.classification.scope.as_ref(),
                 overlay: path.display().to_string(),
                 model_id: &m.model_id,
                 notice: NOTICE,

@@ -597,6 +597,48 @@ pub fn evaluation(e: &Evaluation, model: &Path, data: &Path) -> Result<String> {
         m.threshold
     );
     page.section("metrics", "Metrics at the model's threshold", t);
+    if let Some(g) = &e.scope {
+        let passed = g.passed_metrics.as_ref().map_or(String::new(), |p| {
+            format!(
+                " On the {} passed images the model's accuracy is {}, sensitivity {}, \
+                 specificity {}.",
+                g.passed,
+                pct(p.accuracy),
+                pct(p.sensitivity),
+                pct(p.specificity)
+            )
+        });
+        let refused = g.refused_accuracy.map_or(String::new(), |a| {
+            format!(
+                " On the refused ones it would have been right {} of the time.",
+                pct(a)
+            )
+        });
+        let by: Vec<String> = g
+            .refused_by
+            .iter()
+            .map(|(k, v)| format!("{} {v}", esc(k)))
+            .collect();
+        page.section(
+            "scope",
+            "Out-of-scope guard",
+            format!(
+                "<p>The model's guard let {} of {} images through ({}) and refused {} \
+                 (by check: {}); the box gives no tumour / no-tumour answer for a refused \
+                 image. The metrics above are over every image, as the model would have \
+                 answered.{passed}{refused}</p>",
+                g.passed,
+                g.passed + g.refused,
+                pct(g.pass_rate),
+                g.refused,
+                if by.is_empty() {
+                    "none".into()
+                } else {
+                    by.join(", ")
+                }
+            ),
+        );
+    }
     page.section(
         "confusion",
         "Confusion matrix",

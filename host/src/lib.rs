@@ -27,6 +27,8 @@
 //! 11. [`validation`] scores a finished model on folders it was never
 //!     fitted to; [`operating_point`] chooses its threshold; [`adaptation`]
 //!     measures how many reviewed scans of a new site it takes to adapt.
+//! 12. [`guard`] fits the out-of-scope guard the model carries to its
+//!     training features (threshold from out-of-fold scores).
 //!
 //! Image preprocessing and model loading are shared with the device through
 //! `scanside_shared`. scanside is research software, not a medical device.
@@ -44,6 +46,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod export;
 pub mod features;
+pub mod guard;
 pub mod head;
 pub mod html_report;
 pub mod int8;

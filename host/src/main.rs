@@ -14,6 +14,7 @@ use scanside::augment::Augmentation;
 use scanside::backbone::{self, ImportOptions};
 use scanside::calibrate::RangeMethod;
 use scanside::features::{Asymmetry, Blocks, FeatureCache, FeatureTransform, Pooling};
+use scanside::guard::GuardOptions;
 use scanside::head::HeadConfig;
 use scanside::int8::QuantizeOptions;
 use scanside::operating_point::ThresholdRule;
@@ -112,6 +113,16 @@ struct BuildArgs {
     /// `validation.json`, the reports and the model's metadata.
     #[arg(long, value_name = "DIR")]
     validate: Vec<PathBuf>,
+    /// Fit an out-of-scope guard into the model: scans unlike the training
+    /// images get `out_of_scope` instead of an answer (see docs/guard.md).
+    #[arg(long)]
+    guard: bool,
+    /// Fraction of training images the guard must let through out of fold.
+    #[arg(long, value_name = "FRACTION", default_value_t = GuardOptions::default().pass_target)]
+    guard_pass: f32,
+    /// Principal components of the guard's feature model.
+    #[arg(long, value_name = "N", default_value_t = GuardOptions::default().components)]
+    guard_components: usize,
     #[command(flatten)]
     recipe: RecipeArgs,
     #[command(flatten)]
@@ -122,8 +133,13 @@ impl BuildArgs {
     /// Training options writing into `out`.
     fn options(self, out: &std::path::Path) -> TrainOptions {
         let quantize = (!self.no_quantize).then(|| self.quant.options());
+        let guard = self.guard.then_some(GuardOptions {
+            components: self.guard_components,
+            pass_target: self.guard_pass,
+        });
         TrainOptions {
             quantize,
+            guard,
             validate: self.validate,
             ..self.recipe.options(out)
         }
@@ -894,6 +910,26 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
             m.threshold,
             e.notice
         );
+        if let Some(g) = &e.scope {
+            let passed = g.passed_metrics.as_ref().map_or(String::new(), |p| {
+                format!(
+                    "; on the passed: accuracy {:.1} %, sensitivity {:.1} %, specificity {:.1} %",
+                    100.0 * p.accuracy,
+                    100.0 * p.sensitivity,
+                    100.0 * p.specificity
+                )
+            });
+            let refused = g.refused_accuracy.map_or(String::new(), |a| {
+                format!(
+                    "; the model would have been right on {:.1} % of the refused",
+                    100.0 * a
+                )
+            });
+            println!(
+                "out-of-scope guard: {} passed, {} refused ({:?}){passed}{refused}",
+                g.passed, g.refused, g.refused_by
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -88,7 +88,31 @@ pub fn markdown(
         m.scanside_version, m.backbone.name, m.backbone.weights_sha256
     );
     let _ = writeln!(w, "- preprocessing: {}", m.preprocessing.key());
-    let _ = writeln!(w, "- training data SHA-256: `{}`\n", m.training_data_sha256);
+    let _ = writeln!(w, "- training data SHA-256: `{}`", m.training_data_sha256);
+    match m
+        .extra
+        .get(scanside_shared::guard::MANIFEST_KEY)
+        .and_then(|v| scanside_shared::guard::GuardSpec::from_json(v).ok())
+    {
+        Some(g) => {
+            let _ = writeln!(
+                w,
+                "- out-of-scope guard: {} principal components of the head's input, \
+                 threshold {:.3}; {} of the training images pass out of fold (target {}; \
+                 out-of-fold score quantiles 50/90/99 %: {:.2} / {:.2} / {:.2}); see docs/guard.md\n",
+                g.features.rank(),
+                g.features.threshold,
+                pct(f64::from(g.fitted.oof_pass_rate)),
+                pct(f64::from(g.fitted.pass_target)),
+                g.fitted.oof_quantiles[0],
+                g.fitted.oof_quantiles[1],
+                g.fitted.oof_quantiles[2]
+            );
+        }
+        None => {
+            let _ = writeln!(w, "- out-of-scope guard: none (fit one with `--guard`)\n");
+        }
+    }
 
     let _ = writeln!(w, "## Data\n");
     for root in &dataset.roots {

@@ -130,6 +130,22 @@ pub fn import_bundle(bundle: &Path, dataset: &Path) -> Result<ImportSummary> {
                         (*decision, *probability, model.id.clone(), r.unix_ms),
                     );
                 }
+                AuditEvent::OutOfScope {
+                    scan,
+                    model,
+                    probability,
+                    ..
+                } => {
+                    decided.insert(
+                        scan.content_sha256,
+                        (
+                            Decision::OutOfScope,
+                            *probability,
+                            model.id.clone(),
+                            r.unix_ms,
+                        ),
+                    );
+                }
                 AuditEvent::Disputed { scan, .. } => disputed.push(scan.content_sha256),
                 _ => {}
             }

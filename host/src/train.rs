@@ -80,6 +80,9 @@ pub struct TrainOptions {
     /// replaced by the smallest whose cross-validated accuracy is within
     /// [`SIZE_TOLERANCE`] of the best.
     pub size_candidates: Vec<u32>,
+    /// The out-of-scope guard the model carries (`None`: no guard; opt-in
+    /// with `--guard` until the shipped model carries one).
+    pub guard: Option<crate::guard::GuardOptions>,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -112,6 +115,7 @@ impl TrainOptions {
             verify_tolerance: 1e-4,
             quantize: Some(QuantizeOptions::default()),
             size_candidates: Vec::new(),
+            guard: None,
             quiet: false,
         }
     }
@@ -145,6 +149,20 @@ impl TrainOptions {
                 "--ensemble must be in 1..=64, got {}",
                 self.head.ensemble
             ));
+        }
+        if let Some(g) = &self.guard {
+            if !(g.pass_target > 0.5 && g.pass_target <= 1.0) {
+                return bad(format!(
+                    "--guard-pass must be in (0.5, 1], got {}",
+                    g.pass_target
+                ));
+            }
+            if !(1..=256).contains(&g.components) {
+                return bad(format!(
+                    "--guard-components must be in 1..=256, got {}",
+                    g.components
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.target_sensitivity) {
             return bad(format!(
@@ -875,6 +893,24 @@ fn export_verified(
         validation,
     } = last;
 
+    let guard = match opts.guard {
+        None => None,
+        Some(g) => {
+            let folds = fold_assignment(&prep, opts).swap_remove(0);
+            let spec = crate::guard::fit(&prep.pooled(&opts.head), &folds, opts.folds, g)?;
+            if !opts.quiet {
+                eprintln!(
+                    "out-of-scope guard: {:.1} % of training images pass out of fold \
+                     (threshold {:.3}, {} components)",
+                    100.0 * spec.fitted.oof_pass_rate,
+                    spec.features.threshold,
+                    spec.features.rank()
+                );
+            }
+            watch.lap("out-of-scope guard");
+            Some(spec)
+        }
+    };
     let data_sha = dataset.content_sha256();
     let mut head_json = serde_json::json!({
         "config": opts.head,
@@ -939,6 +975,12 @@ fn export_verified(
             (
                 validation::MANIFEST_KEY.to_string(),
                 serde_json::to_string(&sets).expect("serialises"),
+            )
+        }))
+        .chain(guard.as_ref().map(|g| {
+            (
+                scanside_shared::guard::MANIFEST_KEY.to_string(),
+                g.to_json(),
             )
         }))
         .collect(),

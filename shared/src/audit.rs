@@ -42,6 +42,9 @@ pub enum Decision {
     Uncertain,
     /// Probability at or above the band: red.
     TumourSuspected,
+    /// The model's guard refused the scan (not like its training slices):
+    /// no answer, amber and red taking turns.
+    OutOfScope,
 }
 
 /// Why a press produced no decision.
@@ -135,6 +138,25 @@ pub enum AuditEvent {
         previous: ModelRef,
         /// The model in use from now on.
         current: ModelRef,
+    },
+    /// The model's out-of-scope guard refused a scan: no tumour / no-tumour
+    /// answer was given ([`Decision::OutOfScope`] was shown).
+    OutOfScope {
+        /// The scan.
+        scan: ScanRef,
+        /// The model.
+        model: ModelRef,
+        /// The model's positive-class probability (not an answer).
+        probability: f32,
+        /// The guard's feature score; `None` when a cheap input check
+        /// refused the picture.
+        score: Option<f32>,
+        /// The guard's threshold on the score.
+        threshold: f32,
+        /// Which check refused it, in words (no patient data).
+        reason: String,
+        /// Press → result time, milliseconds.
+        latency_ms: u32,
     },
 }
 

@@ -16,6 +16,7 @@ use tract_onnx::prelude::*;
 
 use crate::dicom::FrameChoice;
 use crate::explain::{DenseHead, FeatureMap, Heatmap};
+use crate::guard::{self, GuardSpec, OUT_OF_SCOPE, ScopeCheck};
 use crate::manifest::ModelManifest;
 use crate::preprocess::{
     DecodeLimits, InputTensor, decode_frame, resize_rgb, tensor_from_rgb, to_rgb8,
@@ -36,6 +37,10 @@ pub struct Classifier {
     executor: Executor,
     /// Set when the plan also returns the feature map (second output).
     head: Option<DenseHead>,
+    /// The model's out-of-scope guard, when it has one.
+    guard: Option<GuardSpec>,
+    /// Index of the plan output holding the head's input, for the guard.
+    pooled_output: Option<usize>,
 }
 
 impl Explanation {
@@ -43,12 +48,19 @@ impl Explanation {
     /// the label, probability and threshold underneath.
     pub fn overlay(&self, threshold: f32) -> image::RgbImage {
         let c = &self.classification;
+        let first = match &c.scope {
+            Some(s) if !s.in_scope => format!(
+                "{OUT_OF_SCOPE}: {}",
+                s.reason.as_ref().map_or(String::new(), ToString::to_string)
+            ),
+            _ => format!("{} p={:.3} thr={:.3}", c.label, c.probability, threshold),
+        };
         crate::explain::overlay(
             &self.slice,
             &self.heatmap,
             &[
-                format!("{} p={:.3} thr={:.3}", c.label, c.probability, threshold),
-                format!("Grad-CAM: evidence for '{}'", c.label),
+                first,
+                format!("Grad-CAM: evidence for '{}'", c.model_label),
                 "research use only".to_string(),
             ],
         )
@@ -80,10 +92,23 @@ pub struct Explanation {
 /// The verdict on one scan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classification {
-    /// Positive-class ("tumour") probability.
+    /// Positive-class ("tumour") probability. Computed for every scan; for
+    /// an out-of-scope scan it is not an answer.
     pub probability: f32,
-    /// The label at the model's threshold.
+    /// The answer: the label at the model's threshold, or
+    /// [`OUT_OF_SCOPE`] when the model's guard refused the scan.
     pub label: String,
+    /// The label at the model's threshold, whatever the guard said.
+    pub model_label: String,
+    /// The guard's verdict (`None` for a model without a guard).
+    pub scope: Option<ScopeCheck>,
+}
+
+impl Classification {
+    /// Whether the guard refused the scan.
+    pub fn out_of_scope(&self) -> bool {
+        self.scope.as_ref().is_some_and(|s| !s.in_scope)
+    }
 }
 
 /// Parse ONNX bytes into tract's protobuf model, naming the file on failure.
@@ -138,29 +163,40 @@ impl Classifier {
             true => Some(DenseHead::from_proto(&proto).map_err(|e| model_err(e.to_string()))?),
             false => None,
         };
+        let guard = manifest
+            .extra
+            .get(guard::MANIFEST_KEY)
+            .map(|v| GuardSpec::from_json(v))
+            .transpose()
+            .map_err(|e| model_err(e.to_string()))?;
+        // Outputs: probabilities; with `head`, the feature map (and the
+        // earlier block's poolings); with a guard, the head's input.
+        let mut taps: Vec<&str> = Vec::new();
+        if let Some(h) = &head {
+            taps.push(&h.feature_tensor);
+            if let Some(e) = &h.earlier {
+                taps.push(&e.tensor);
+            }
+        }
+        let pooled_output = guard.as_ref().map(|_| {
+            taps.push(guard::POOLED_TENSOR);
+            taps.len()
+        });
         let plan = tract_onnx::onnx()
             .model_for_proto_model(&proto)
-            .and_then(|m| match &head {
-                None => Ok(m),
-                Some(h) => {
-                    let probabilities = m.output_outlets()?[0];
-                    let features = m.find_outlet_label(&h.feature_tensor).ok_or_else(|| {
-                        tract_onnx::prelude::tract_data::internal::anyhow!(
-                            "no tensor `{}` in the graph",
-                            h.feature_tensor
-                        )
-                    })?;
-                    let mut outlets = vec![probabilities, features];
-                    if let Some(e) = &h.earlier {
-                        outlets.push(m.find_outlet_label(&e.tensor).ok_or_else(|| {
-                            tract_onnx::prelude::tract_data::internal::anyhow!(
-                                "no tensor `{}` in the graph",
-                                e.tensor
-                            )
-                        })?);
-                    }
-                    m.with_output_outlets(&outlets)
+            .and_then(|m| {
+                if taps.is_empty() {
+                    return Ok(m);
                 }
+                let mut outlets = vec![m.output_outlets()?[0]];
+                for t in &taps {
+                    outlets.push(m.find_outlet_label(t).ok_or_else(|| {
+                        tract_onnx::prelude::tract_data::internal::anyhow!(
+                            "no tensor `{t}` in the graph"
+                        )
+                    })?);
+                }
+                m.with_output_outlets(&outlets)
             })
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
             .and_then(|m| m.into_optimized())
@@ -175,6 +211,8 @@ impl Classifier {
             frame: FrameChoice::Middle,
             executor: Executor::SingleThread,
             head,
+            guard,
+            pooled_output,
         };
         classifier.check_output_shape()?;
         Ok(classifier)
@@ -245,6 +283,40 @@ impl Classifier {
             .collect()
     }
 
+    /// The model's out-of-scope guard, when it has one.
+    pub fn guard(&self) -> Option<&GuardSpec> {
+        self.guard.as_ref()
+    }
+
+    /// The verdict from the plan's outputs for a decoded picture: the
+    /// label at the threshold, unless the guard refuses the picture (its
+    /// cheap checks) or the head's input (its feature score).
+    fn verdict(
+        &self,
+        picture: &image::RgbImage,
+        outputs: &[(Vec<usize>, Vec<f32>)],
+    ) -> Result<Classification> {
+        let probability = outputs[0].1[self.manifest.positive_index()];
+        let model_label = self.manifest.label_for(probability).to_string();
+        let scope = match (&self.guard, self.pooled_output) {
+            (Some(g), Some(at)) => Some(match g.check_input(picture) {
+                Some(refused) => refused,
+                None => g.check_features(&outputs[at].1)?,
+            }),
+            _ => None,
+        };
+        let label = match &scope {
+            Some(s) if !s.in_scope => OUT_OF_SCOPE.to_string(),
+            _ => model_label.clone(),
+        };
+        Ok(Classification {
+            probability,
+            label,
+            model_label,
+            scope,
+        })
+    }
+
     /// Whether [`Classifier::explain_bytes`] is available (the classifier
     /// was made by [`Classifier::from_bytes_explaining`]).
     pub fn can_explain(&self) -> bool {
@@ -260,13 +332,17 @@ impl Classifier {
             path: self.path.clone(),
             reason: "loaded without the feature-map output; cannot explain".into(),
         })?;
-        let slice = self.slice(bytes, origin)?;
-        let mut outputs = self
-            .run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?
-            .into_iter();
+        let picture = self.picture(bytes, origin)?;
+        let slice = resize_rgb(&picture, &self.manifest.preprocessing);
+        let all = self.run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?;
+        let classification = self.verdict(&picture, &all)?;
+        let mut outputs = all.into_iter();
         let probabilities = outputs.next().expect("probabilities").1;
         let (shape, data) = outputs.next().expect("the feature map");
-        let earlier = outputs.next().map(|(_, v)| v).unwrap_or_default();
+        let earlier = match &head.earlier {
+            Some(_) => outputs.next().expect("the earlier block's poolings").1,
+            None => Vec::new(),
+        };
         let features = match shape[..] {
             [1, channels, height, width] => FeatureMap {
                 channels,
@@ -300,16 +376,14 @@ impl Classifier {
             });
         }
         let positive = self.manifest.positive_index();
-        let probability = probabilities[positive];
-        let label = self.manifest.label_for(probability).to_string();
-        let class = if label == self.manifest.positive_class {
+        let class = if classification.model_label == self.manifest.positive_class {
             positive
         } else {
             1 - positive
         };
         let heatmap = head.grad_cam(&features, &earlier, class)?;
         Ok(Explanation {
-            classification: Classification { probability, label },
+            classification,
             class,
             slice,
             features,
@@ -335,21 +409,23 @@ impl Classifier {
         self
     }
 
-    /// Decode image bytes (the chosen DICOM frame) and resize them to the
-    /// model's input: the picture the model sees, before normalisation.
-    fn slice(&self, bytes: &[u8], origin: &Path) -> Result<image::RgbImage> {
-        let image = to_rgb8(decode_frame(bytes, origin, &self.limits, self.frame)?);
-        Ok(resize_rgb(&image, &self.manifest.preprocessing))
+    /// Decode image bytes (the chosen DICOM frame) to 8-bit RGB: the
+    /// picture the guard's cheap checks read.
+    fn picture(&self, bytes: &[u8], origin: &Path) -> Result<image::RgbImage> {
+        Ok(to_rgb8(decode_frame(
+            bytes,
+            origin,
+            &self.limits,
+            self.frame,
+        )?))
     }
 
     /// Decode, preprocess and classify image bytes; `origin` names them.
     pub fn classify_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Classification> {
-        let input = tensor_from_rgb(&self.slice(bytes, origin)?, &self.manifest.preprocessing)?;
-        let probability = self.positive_probability(&input)?;
-        Ok(Classification {
-            probability,
-            label: self.manifest.label_for(probability).to_string(),
-        })
+        let picture = self.picture(bytes, origin)?;
+        let slice = resize_rgb(&picture, &self.manifest.preprocessing);
+        let outputs = self.run(&tensor_from_rgb(&slice, &self.manifest.preprocessing)?)?;
+        self.verdict(&picture, &outputs)
     }
 
     /// Read, preprocess and classify one file.
@@ -367,12 +443,17 @@ pub enum ResultLine<'a> {
     Classified {
         /// The file as given.
         file: String,
-        /// The label at the threshold.
+        /// The label at the threshold, or `out_of_scope` when the model's
+        /// guard refused the scan.
         label: &'a str,
-        /// Positive-class probability.
+        /// Positive-class probability (for an out-of-scope scan, not an
+        /// answer).
         probability: f32,
         /// The model's operating threshold.
         threshold: f32,
+        /// The guard's verdict, for a model with a guard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'a ScopeCheck>,
         /// The model's id.
         model_id: &'a str,
         /// SHA-256 of the model file.
@@ -403,7 +484,8 @@ pub enum OutputFormat {
 }
 
 /// The header row of [`OutputFormat::Csv`].
-pub const CSV_HEADER: &str = "file,label,probability,threshold,model_id,model_sha256,error,notice";
+pub const CSV_HEADER: &str = "file,label,probability,threshold,scope_score,scope_threshold,\
+                              scope_reason,model_id,model_sha256,error,notice";
 
 /// One CSV field: quoted (quotes doubled) when it holds a comma, a quote or
 /// a line break.
@@ -431,12 +513,14 @@ pub fn classify_files(
     }
     for file in files {
         let name = file.display().to_string();
-        let line = match classifier.classify_file(file) {
+        let result = classifier.classify_file(file);
+        let line = match &result {
             Ok(c) => ResultLine::Classified {
                 file: name,
-                label: manifest.label_for(c.probability),
+                label: &c.label,
                 probability: c.probability,
                 threshold: manifest.threshold,
+                scope: c.scope.as_ref(),
                 model_id: &manifest.model_id,
                 model_sha256: classifier.sha256(),
                 notice: NOTICE,
@@ -461,6 +545,7 @@ pub fn classify_files(
                         label,
                         probability,
                         threshold,
+                        scope,
                         model_id,
                         model_sha256,
                         notice,
@@ -469,16 +554,23 @@ pub fn classify_files(
                         label.to_string(),
                         probability.to_string(),
                         threshold.to_string(),
+                        scope
+                            .and_then(|s| s.score)
+                            .map_or(String::new(), |v| v.to_string()),
+                        scope.map_or(String::new(), |s| s.threshold.to_string()),
+                        scope
+                            .and_then(|s| s.reason.as_ref())
+                            .map_or(String::new(), ToString::to_string),
                         model_id.to_string(),
                         model_sha256.to_string(),
                         String::new(),
                         notice.to_string(),
                     ],
                     ResultLine::Failed { file, error } => {
-                        let mut row = vec![String::new(); 8];
+                        let mut row = vec![String::new(); 11];
                         row[0] = file.clone();
-                        row[6] = error.clone();
-                        row[7] = NOTICE.to_string();
+                        row[9] = error.clone();
+                        row[10] = NOTICE.to_string();
                         row
                     }
                 };
@@ -486,6 +578,28 @@ pub fn classify_files(
                 writeln!(out, "{}", row.join(","))?;
             }
             OutputFormat::Text => match &line {
+                ResultLine::Classified {
+                    file,
+                    probability,
+                    scope:
+                        Some(
+                            scope @ ScopeCheck {
+                                in_scope: false, ..
+                            },
+                        ),
+                    ..
+                } => writeln!(
+                    out,
+                    "{file}: {OUT_OF_SCOPE} ({}{}; not answered; {NOTICE})",
+                    scope
+                        .reason
+                        .as_ref()
+                        .map_or(String::new(), ToString::to_string),
+                    scope.score.map_or(String::new(), |v| format!(
+                        ": score {v:.2} > {:.2}, model p = {probability:.4}",
+                        scope.threshold
+                    )),
+                )?,
                 ResultLine::Classified {
                     file,
                     label,

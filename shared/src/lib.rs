@@ -20,6 +20,8 @@
 //!   CRC-32), its durable writer and its forgiving reader.
 //! - [`bundle`]: export bundles (audit records, archived scans, overlays)
 //!   that carry what a box saw to the host, in the audit log's framing.
+//! - [`guard`]: the out-of-scope guard a model carries (cheap input checks
+//!   and the distance of its features to the training images').
 //! - [`shipped`]: where the shipped model is found when none is named.
 //!
 //! This crate has no command line, no GPIO and no file watching: those belong
@@ -35,6 +37,7 @@ pub mod dicom_lengths;
 pub mod error;
 pub mod exit;
 pub mod explain;
+pub mod guard;
 pub mod inputs;
 pub mod manifest;
 pub mod preprocess;

@@ -222,3 +222,54 @@ fn the_model_change_record_is_frozen_and_round_trips() {
     let log = parse_log(&[encode_frame(&disputed()), frame].concat());
     assert_eq!(log.records, [disputed(), model_changed()]);
 }
+
+fn out_of_scope() -> AuditRecord {
+    AuditRecord {
+        format_version: AUDIT_FORMAT_VERSION,
+        unix_ms: 1_795_000_003_000,
+        firmware_version: "0.1.0".into(),
+        event: AuditEvent::OutOfScope {
+            scan: ScanRef {
+                name_sha256: [0x66; 32],
+                content_sha256: [0x77; 32],
+            },
+            model: ModelRef {
+                id: "scanside-c".into(),
+                sha256: [0x88; 32],
+            },
+            probability: 0.25,
+            score: Some(3.5),
+            threshold: 1.5,
+            reason: "unlike the training images".into(),
+            latency_ms: 900,
+        },
+    }
+}
+
+/// The out-of-scope record, appended after the model change, and the
+/// out-of-scope decision in a dispute: earlier records keep their bytes.
+const GOLDEN_OUT_OF_SCOPE: &str = "7a01b8d3d9f29e3405302e312e3005666666666666666666666666666666666666666666666666666666666666666677777777777777777777777777777777777777777777777777777777777777770a7363616e736964652d6388888888888888888888888888888888888888888888888888888888888888880104803e01010360400124c03f1a756e6c696b652074686520747261696e696e6720696d616765738407af01673600";
+const GOLDEN_DISPUTED_OUT_OF_SCOPE: &str = "8501e8c3d9f29e3405302e312e3003fbbcd9f29e34111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220a7363616e736964652d6d333333333333333333333333333333333333333333333333333333333333333303bb2cc43200";
+
+#[test]
+fn the_out_of_scope_record_is_frozen_and_round_trips() {
+    let frame = encode_frame(&out_of_scope());
+    assert_eq!(hex::encode(&frame), GOLDEN_OUT_OF_SCOPE);
+    let mut disputed = disputed();
+    if let AuditEvent::Disputed { decision, .. } = &mut disputed.event {
+        *decision = Decision::OutOfScope;
+    }
+    assert_eq!(
+        hex::encode(encode_frame(&disputed)),
+        GOLDEN_DISPUTED_OUT_OF_SCOPE
+    );
+    let log = parse_log(
+        &[
+            encode_frame(&model_changed()),
+            frame,
+            encode_frame(&disputed),
+        ]
+        .concat(),
+    );
+    assert_eq!(log.records, [model_changed(), out_of_scope(), disputed]);
+}

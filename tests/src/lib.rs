@@ -2,6 +2,7 @@
 //! the helpers they share.
 
 pub mod corpus;
+pub mod scope_corpus;
 
 use std::path::{Path, PathBuf};
 

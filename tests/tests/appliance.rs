@@ -107,6 +107,7 @@ fn press_classifies_the_newest_scan_records_it_and_files_it() {
             AuditEvent::Received { .. } => "Received".into(),
             AuditEvent::Disputed { .. } => "Disputed".into(),
             AuditEvent::ModelChanged { .. } => "ModelChanged".into(),
+            AuditEvent::OutOfScope { .. } => "OutOfScope".into(),
         })
         .collect();
     assert_eq!(
