@@ -105,8 +105,7 @@ impl ScopeSummary {
 /// The name of the check that refused a scan, for [`ScopeSummary::refused_by`].
 fn check_name(scope: &Option<scanside_shared::guard::ScopeCheck>) -> Option<String> {
     let reason = scope.as_ref().filter(|s| !s.in_scope)?.reason.as_ref()?;
-    let value = serde_json::to_value(reason).ok()?;
-    value["check"].as_str().map(str::to_string)
+    Some(reason.check().to_string())
 }
 
 /// Where `evaluate` writes its HTML report unless told otherwise:

@@ -692,8 +692,9 @@ pub fn png_bytes(image: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-/// An `RgbImage` as an embedded-graphics draw target (for captions).
-struct Canvas<'a>(&'a mut RgbImage);
+/// An `RgbImage` as an embedded-graphics draw target (captions here, and
+/// any other text drawn on a picture); pixels outside it are dropped.
+pub struct Canvas<'a>(pub &'a mut RgbImage);
 
 impl OriginDimensions for Canvas<'_> {
     fn size(&self) -> Size {

@@ -133,6 +133,19 @@ pub enum ScopeReason {
     Features,
 }
 
+impl ScopeReason {
+    /// The check's name, as in JSON's `check` field (`near_constant`,
+    /// `aspect_ratio`, `colour`, `features`).
+    pub fn check(&self) -> &'static str {
+        match self {
+            ScopeReason::NearConstant { .. } => "near_constant",
+            ScopeReason::AspectRatio { .. } => "aspect_ratio",
+            ScopeReason::Colour { .. } => "colour",
+            ScopeReason::Features => "features",
+        }
+    }
+}
+
 impl std::fmt::Display for ScopeReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -434,6 +447,20 @@ mod tests {
         let c = g.check_features(&[3.0, 0.5, 0.5]).unwrap();
         assert!(!c.in_scope && c.reason == Some(ScopeReason::Features));
         assert!(g.check_features(&[1.5, 0.1, 0.1]).unwrap().in_scope);
+    }
+
+    #[test]
+    fn check_names_are_the_json_tags() {
+        for r in [
+            ScopeReason::NearConstant { grey_std: 1.0 },
+            ScopeReason::AspectRatio { aspect: 3.0 },
+            ScopeReason::Colour {
+                colourfulness: 20.0,
+            },
+            ScopeReason::Features,
+        ] {
+            assert_eq!(serde_json::to_value(&r).unwrap()["check"], r.check());
+        }
     }
 
     #[test]

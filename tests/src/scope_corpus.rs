@@ -440,60 +440,45 @@ fn npy_faces(bytes: &[u8]) -> Result<Vec<GrayImage>, String> {
         .collect())
 }
 
-/// A CT file rendered to 8-bit grey, at its own VOI window (`None`) or at
-/// `(centre, width)` in Hounsfield units.
+/// A CT file rendered to 8-bit grey: Hounsfield units (the modality LUT)
+/// windowed at `(centre, width)`, or over their full range (`None`).
 fn render_ct(path: &Path, window: Option<(f64, f64)>) -> Result<DynamicImage, String> {
-    use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
-    let obj = dicom_object::open_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let pixels = obj
-        .decode_pixel_data()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let voi = match window {
-        None => VoiLutOption::Default,
-        Some((center, width)) => VoiLutOption::Custom(WindowLevel { center, width }),
+    use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption};
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let obj = dicom_object::open_file(path).map_err(|e| err(&e))?;
+    let pixels = obj.decode_pixel_data().map_err(|e| err(&e))?;
+    let hu: Vec<f64> = pixels
+        .to_vec_frame_with_options(
+            0,
+            &ConvertOptions::new().with_voi_lut(VoiLutOption::Identity),
+        )
+        .map_err(|e| err(&e))?;
+    let (lo, hi) = match window {
+        Some((centre, width)) => (centre - width / 2.0, centre + width / 2.0),
+        None => hu
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            }),
     };
-    let values: Vec<u8> = pixels
-        .to_vec_frame_with_options(0, &ConvertOptions::new().with_voi_lut(voi))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
     let (w, h) = (pixels.columns(), pixels.rows());
-    let img = GrayImage::from_raw(w, h, values[..(w * h) as usize].to_vec())
-        .ok_or_else(|| format!("{}: {w} × {h} pixels expected", path.display()))?;
+    let grey: Vec<u8> = hu
+        .iter()
+        .take((w * h) as usize)
+        .map(|&v| ((v - lo) / (hi - lo).max(1e-9) * 255.0).clamp(0.0, 255.0) as u8)
+        .collect();
+    let img = GrayImage::from_raw(w, h, grey)
+        .ok_or_else(|| err(&format!("{w} × {h} pixels expected")))?;
     Ok(DynamicImage::ImageLuma8(img))
 }
 
 /// Draw `text` with its top-left at `(x, y)`.
 fn draw_text(img: &mut RgbImage, text: &str, x: i32, y: i32, style: MonoTextStyle<'_, Rgb888>) {
-    struct Canvas<'a>(&'a mut RgbImage);
-    impl OriginDimensions for Canvas<'_> {
-        fn size(&self) -> Size {
-            Size::new(self.0.width(), self.0.height())
-        }
-    }
-    impl DrawTarget for Canvas<'_> {
-        type Color = Rgb888;
-        type Error = core::convert::Infallible;
-        fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-            &mut self,
-            pixels: I,
-        ) -> Result<(), Self::Error> {
-            for Pixel(p, c) in pixels {
-                if p.x >= 0
-                    && p.y >= 0
-                    && (p.x as u32) < self.0.width()
-                    && (p.y as u32) < self.0.height()
-                {
-                    self.0
-                        .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
-                }
-            }
-            Ok(())
-        }
-    }
     let _ = Text::with_baseline(
         text,
         Point::new(x, y),
         style,
         embedded_graphics::text::Baseline::Top,
     )
-    .draw(&mut Canvas(img));
+    .draw(&mut scanside_shared::explain::Canvas(img));
 }
