@@ -35,8 +35,9 @@ use scanside_shared::exit;
 ///
 /// A radiographer presses a button; the box classifies the newest scan in
 /// its inbox with the configured model and shows the result on three LEDs
-/// (green: no tumour, amber: uncertain, red: tumour suspected); every
-/// result is recorded in an append-only audit log. Configuration:
+/// (green: no tumour, amber: uncertain, red: tumour suspected; amber and
+/// red taking turns: out of scope, the scan is unlike what the model was
+/// trained on); every result is recorded in an append-only audit log. Configuration:
 /// /etc/scanside/device.toml. Logs: journalctl -u scanside-device.
 ///
 /// Research use only: not a medical device, not a diagnosis.

@@ -39,7 +39,7 @@ pub const OUTPUT_NAME: &str = "probabilities";
 
 /// Name of the dense head's input in the graph: pooled backbone features,
 /// after the feature transform.
-pub const POOLED_NAME: &str = "scanside/pooled";
+pub const POOLED_NAME: &str = scanside_shared::guard::POOLED_TENSOR;
 
 /// The shapes of the backbone's maps that the graph needs to know.
 #[derive(Clone, Copy, Debug)]
@@ -319,42 +319,90 @@ pub struct Verification {
     pub max_abs_diff: f32,
     /// The file with the largest difference.
     pub worst_file: Option<PathBuf>,
+    /// For a model with a guard: the largest |Δ guard score| between the
+    /// graph's head input and the in-memory one, as a fraction of the
+    /// guard's threshold.
+    #[serde(default)]
+    pub guard_max_rel_diff: Option<f32>,
 }
 
+/// Largest |Δ guard score| over the threshold that [`verify`] accepts: the
+/// graph and the in-memory pipeline must put every image on the same side
+/// of the threshold but for rounding.
+pub const GUARD_TOLERANCE: f32 = 1e-3;
+
 /// Run `bytes` in tract on every file and compare its tumour probability with
-/// `expected`; fail if any differs by more than `tolerance`.
+/// `expected`; fail if any differs by more than `tolerance`. For a model
+/// with a guard, `head_inputs` (the in-memory head input of each file) are
+/// scored by the guard and compared with the scores of the graph's
+/// [`scanside_shared::guard::POOLED_TENSOR`]: the guard the device runs must
+/// score what it was fitted on.
 pub fn verify(
     bytes: &[u8],
     name: &Path,
     files: &[PathBuf],
     expected: &[f32],
+    head_inputs: Option<&[Vec<f32>]>,
     tolerance: f32,
     limits: &DecodeLimits,
 ) -> Result<Verification> {
     let classifier = Classifier::from_bytes(bytes, name)?;
     let spec = classifier.manifest().preprocessing.clone();
-    let diffs: Vec<f32> = files
+    let guard = classifier.guard().map(|g| &g.features);
+    if expected.len() != files.len() {
+        return Err(Error::Verification(format!(
+            "{} expected probabilities for {} files",
+            expected.len(),
+            files.len()
+        )));
+    }
+    match (guard, head_inputs) {
+        (Some(_), None) => {
+            return Err(Error::Verification(
+                "the model has a guard but no in-memory head inputs were given".into(),
+            ));
+        }
+        (Some(_), Some(h)) if h.len() != files.len() => {
+            return Err(Error::Verification(format!(
+                "{} in-memory head inputs for {} files",
+                h.len(),
+                files.len()
+            )));
+        }
+        _ => {}
+    }
+    let diffs: Vec<(f32, Option<f32>)> = files
         .par_iter()
-        .zip(expected)
-        .map(|(f, &e)| {
+        .enumerate()
+        .map(|(i, f)| {
             let input = preprocess_file(f, &spec, limits)?;
-            Ok((classifier.positive_probability(&input)? - e).abs())
+            let (p, pooled) = classifier.positive_with_head_input(&input)?;
+            let guard_diff = match (guard, pooled, head_inputs) {
+                (Some(g), Some(graph), Some(memory)) => {
+                    let d = (g.score(&graph)? - g.score(&memory[i])?).abs() / g.threshold;
+                    Some(if d.is_nan() { f32::INFINITY } else { d })
+                }
+                _ => None,
+            };
+            Ok(((p - expected[i]).abs(), guard_diff))
         })
         .collect::<Result<_>>()?;
-    let (worst, max) = diffs
-        .iter()
-        .enumerate()
-        .fold((None, 0f32), |(wi, wm), (i, &d)| {
+    let worst_of = |values: &mut dyn Iterator<Item = f32>| {
+        values.enumerate().fold((None, 0f32), |(wi, wm), (i, d)| {
             if d > wm || d.is_nan() {
                 (Some(i), d)
             } else {
                 (wi, wm)
             }
-        });
+        })
+    };
+    let (worst, max) = worst_of(&mut diffs.iter().map(|d| d.0));
+    let (guard_worst, guard_max) = worst_of(&mut diffs.iter().map(|d| d.1.unwrap_or(0.0)));
     let v = Verification {
         images: files.len(),
         max_abs_diff: max,
         worst_file: worst.map(|i| files[i].clone()),
+        guard_max_rel_diff: guard.map(|_| guard_max),
     };
     if max.is_nan() || max > tolerance {
         return Err(Error::Verification(format!(
@@ -362,6 +410,17 @@ pub fn verify(
             v.worst_file
                 .as_ref()
                 .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )));
+    }
+    if guard.is_some() && guard_max > GUARD_TOLERANCE {
+        return Err(Error::Verification(format!(
+            "the exported model's guard score differs from the in-memory one by {:.4} % \
+             of the threshold (> {:.4} %) on {}",
+            100.0 * guard_max,
+            100.0 * GUARD_TOLERANCE,
+            guard_worst
+                .map(|i| files[i].display().to_string())
                 .unwrap_or_default()
         )));
     }

@@ -38,6 +38,22 @@ impl Default for GuardOptions {
     }
 }
 
+impl GuardOptions {
+    /// The guard options a model's recipe records (`head.guard`; absent:
+    /// the model was made without a guard).
+    pub fn recorded(head: &serde_json::Value) -> Option<GuardOptions> {
+        head.get("guard")
+            .and_then(|g| serde_json::from_value(g.clone()).ok())
+    }
+
+    /// How the recipe names these options (`none` for no guard).
+    pub fn describe(guard: Option<&GuardOptions>) -> String {
+        guard.map_or("none".into(), |g| {
+            format!("{} components, pass {}", g.components, g.pass_target)
+        })
+    }
+}
+
 /// Standard deviations below this (in feature units) count as this, so a
 /// feature constant over the training set cannot divide by zero.
 const MIN_STD: f64 = 1e-3;

@@ -127,7 +127,12 @@ fn validation_section(
     Ok(())
 }
 
-/// Section ids of an evaluation report, in page order.
+/// Section id of an evaluation report's out-of-scope guard section (only
+/// for a model with a guard).
+pub const SCOPE_SECTION: &str = "scope";
+
+/// Section ids of an evaluation report, in page order (with
+/// [`SCOPE_SECTION`] too for a model with a guard).
 pub const EVALUATION_SECTIONS: [&str; 8] = [
     "data",
     "metrics",
@@ -620,7 +625,7 @@ pub fn evaluation(e: &Evaluation, model: &Path, data: &Path) -> Result<String> {
             .map(|(k, v)| format!("{} {v}", esc(k)))
             .collect();
         page.section(
-            "scope",
+            SCOPE_SECTION,
             "Out-of-scope guard",
             format!(
                 "<p>The model's guard let {} of {} images through ({}) and refused {} \

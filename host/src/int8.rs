@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use scanside_shared::classifier::{Classifier, manifest_of, parse_onnx};
+use scanside_shared::guard::{FeatureGuard, GuardSpec};
 use scanside_shared::preprocess::{DecodeLimits, preprocess_file};
 
 use crate::calibrate::{self, Calibration, RangeMethod};
@@ -114,6 +115,59 @@ pub struct Agreement {
     pub worst_file: Option<PathBuf>,
 }
 
+/// How the int8 model's out-of-scope guard compares with the f32 model's
+/// on one set of images: the same guard statistics score each model's
+/// head input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardAgreement {
+    /// Images compared.
+    pub images: usize,
+    /// Fraction with the same verdict (in or out of scope).
+    pub verdict_agreement: f64,
+    /// Fraction the f32 model's guard lets through.
+    pub f32_pass_rate: f64,
+    /// Fraction the int8 model's guard lets through.
+    pub int8_pass_rate: f64,
+    /// Largest |Δ score| as a fraction of the threshold.
+    pub max_rel_diff: f32,
+}
+
+impl GuardAgreement {
+    /// Compare the guard's verdicts on the f32 and the int8 head inputs.
+    pub fn of(guard: &FeatureGuard, f32_rows: &[Vec<f32>], int8_rows: &[Vec<f32>]) -> Result<Self> {
+        if f32_rows.len() != int8_rows.len() {
+            return Err(Error::Verification(format!(
+                "guard check: {} f32 head inputs against {} int8 ones",
+                f32_rows.len(),
+                int8_rows.len()
+            )));
+        }
+        let n = f32_rows.len();
+        let (mut same, mut pass_a, mut pass_b, mut max) = (0usize, 0usize, 0usize, 0f32);
+        for (a, b) in f32_rows.iter().zip(int8_rows) {
+            let (sa, sb) = (guard.score(a)?, guard.score(b)?);
+            let (ia, ib) = (sa <= guard.threshold, sb <= guard.threshold);
+            same += usize::from(ia == ib);
+            pass_a += usize::from(ia);
+            pass_b += usize::from(ib);
+            let d = (sa - sb).abs() / guard.threshold;
+            max = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                max.max(d)
+            };
+        }
+        let rate = |k: usize| if n == 0 { 1.0 } else { k as f64 / n as f64 };
+        Ok(GuardAgreement {
+            images: n,
+            verdict_agreement: rate(same),
+            f32_pass_rate: rate(pass_a),
+            int8_pass_rate: rate(pass_b),
+            max_rel_diff: max,
+        })
+    }
+}
+
 /// Everything the int8 check measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Int8Report {
@@ -140,6 +194,10 @@ pub struct Int8Report {
     /// The same comparison on every `--validate` folder.
     #[serde(default)]
     pub validation: Vec<Int8Validation>,
+    /// For a model with a guard: its verdicts, f32 against int8, on the
+    /// training images.
+    #[serde(default)]
+    pub guard: Option<GuardAgreement>,
 }
 
 /// The int8 model against the f32 model on one validation folder.
@@ -153,6 +211,9 @@ pub struct Int8Validation {
     pub f32: Metrics,
     /// The int8 model's metrics at the threshold.
     pub int8: Metrics,
+    /// For a model with a guard: its verdicts, f32 against int8.
+    #[serde(default)]
+    pub guard: Option<GuardAgreement>,
     /// The int8 model's probability per image, in the folder's order (not
     /// serialised).
     #[serde(skip)]
@@ -176,6 +237,8 @@ pub struct ValidationReference<'a> {
     pub labels: Vec<u8>,
     /// The f32 model's probabilities.
     pub probabilities: Vec<f32>,
+    /// For a model with a guard, the f32 head input per image.
+    pub head_inputs: Option<Vec<Vec<f32>>>,
 }
 
 impl Int8Report {
@@ -200,6 +263,24 @@ impl Int8Report {
                 100.0 * self.accuracy_drop(),
                 100.0 * self.options.max_accuracy_drop
             ));
+        }
+        let guards = self
+            .guard
+            .iter()
+            .map(|g| (g, "the training images".to_string()))
+            .chain(self.validation.iter().filter_map(|v| {
+                v.guard
+                    .as_ref()
+                    .map(|g| (g, v.folder.display().to_string()))
+            }));
+        for (g, set) in guards {
+            if g.verdict_agreement < self.options.min_agreement {
+                problems.push(format!(
+                    "the out-of-scope guard's verdicts agree with f32 on {:.2} % of {set} (< {:.2} %)",
+                    100.0 * g.verdict_agreement,
+                    100.0 * self.options.min_agreement
+                ));
+            }
         }
         for v in &self.validation {
             if v.agreement.decision_agreement < self.options.min_agreement {
@@ -248,6 +329,8 @@ pub struct F32Reference<'a> {
     pub fold_heads: &'a [FoldHead],
     /// The `--validate` folders.
     pub validation: Vec<ValidationReference<'a>>,
+    /// For a model with a guard, the f32 head input per training image.
+    pub head_inputs: Option<&'a [Vec<f32>]>,
 }
 
 /// Pick `n` calibration images, the same share from each class, seeded.
@@ -378,6 +461,19 @@ pub fn quantize_checked(
         }
     };
     let int8_sha = scanside_shared::sha256_hex(&int8);
+    let guard_spec = manifest
+        .extra
+        .get(scanside_shared::guard::MANIFEST_KEY)
+        .map(|v| GuardSpec::from_json(v))
+        .transpose()?;
+    let guard_agreement =
+        |f32_rows: Option<&[Vec<f32>]>, int8_rows: &[Vec<f32>]| match (&guard_spec, f32_rows) {
+            (Some(g), Some(rows)) => GuardAgreement::of(&g.features, rows, int8_rows).map(Some),
+            (Some(_), None) => Err(Error::Verification(
+                "the model has a guard but no f32 head inputs were given".into(),
+            )),
+            (None, _) => Ok(None),
+        };
 
     let cached_run = |files: &[PathBuf]| -> Result<Int8Run> {
         let run_path = cache.record_path("int8-runs", &files_key(&int8_sha, files));
@@ -405,10 +501,12 @@ pub fn quantize_checked(
                 agreement: agreement(&v.probabilities, &r.probabilities, threshold, &v.files),
                 f32: Metrics::compute(&v.probabilities, &v.labels, threshold),
                 int8: Metrics::compute(&r.probabilities, &v.labels, threshold),
+                guard: guard_agreement(v.head_inputs.as_deref(), &r.pooled)?,
                 probabilities: r.probabilities,
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let guard = guard_agreement(reference.head_inputs, &run.pooled)?;
     // The device loads models through the shared classifier: make sure it
     // agrees with the two-output plan used above.
     let device = Classifier::from_bytes(&int8, reference.path)?;
@@ -464,6 +562,7 @@ pub fn quantize_checked(
             .map(|(&a, &b)| [a, b])
             .collect(),
         validation,
+        guard,
     };
     Ok((int8, report))
 }
@@ -561,6 +660,7 @@ mod tests {
             options: QuantizeOptions::default(),
             training_pairs: Vec::new(),
             validation: Vec::new(),
+            guard: None,
         };
         assert!(r.accept().is_ok());
         r.oof_int8 = m(0.79);
@@ -570,5 +670,33 @@ mod tests {
         r.training.decision_agreement = 0.98;
         let e = r.accept().unwrap_err().to_string();
         assert!(e.contains("98.00 %"), "{e}");
+        r.training.decision_agreement = 1.0;
+        // A guard whose verdicts move under int8 is refused too.
+        let guard = FeatureGuard {
+            width: 2,
+            mean: vec![0.0, 0.0],
+            inv_std: vec![1.0, 1.0],
+            components: vec![1.0, 0.0],
+            variances: vec![1.0],
+            residual_variance: 1.0,
+            threshold: 1.0,
+        };
+        let f32_rows = vec![vec![0.1, 0.1]; 99]
+            .into_iter()
+            .chain([vec![1.0, 0.9]])
+            .collect::<Vec<_>>();
+        let mut int8_rows = f32_rows.clone();
+        int8_rows[99] = vec![1.0, 1.1];
+        let g = GuardAgreement::of(&guard, &f32_rows, &int8_rows).unwrap();
+        assert_eq!((g.images, g.verdict_agreement), (100, 0.99));
+        assert_eq!((g.f32_pass_rate, g.int8_pass_rate), (1.0, 0.99));
+        assert!((g.max_rel_diff - 0.2).abs() < 1e-5, "{}", g.max_rel_diff);
+        r.guard = Some(g);
+        r.options.min_agreement = 0.995;
+        let e = r.accept().unwrap_err().to_string();
+        assert!(
+            e.contains("guard's verdicts agree with f32 on 99.00 %"),
+            "{e}"
+        );
     }
 }

@@ -113,15 +113,27 @@ struct BuildArgs {
     /// `validation.json`, the reports and the model's metadata.
     #[arg(long, value_name = "DIR")]
     validate: Vec<PathBuf>,
-    /// Fit an out-of-scope guard into the model: scans unlike the training
-    /// images get `out_of_scope` instead of an answer (see docs/guard.md).
+    /// Fit no out-of-scope guard: the model answers every scan that
+    /// decodes. By default the model carries a guard, and scans unlike the
+    /// training images get `out_of_scope` instead of an answer (see
+    /// docs/guard.md).
     #[arg(long)]
-    guard: bool,
+    no_guard: bool,
     /// Fraction of training images the guard must let through out of fold.
-    #[arg(long, value_name = "FRACTION", default_value_t = GuardOptions::default().pass_target)]
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = GuardOptions::default().pass_target,
+        conflicts_with = "no_guard"
+    )]
     guard_pass: f32,
     /// Principal components of the guard's feature model.
-    #[arg(long, value_name = "N", default_value_t = GuardOptions::default().components)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = GuardOptions::default().components,
+        conflicts_with = "no_guard"
+    )]
     guard_components: usize,
     #[command(flatten)]
     recipe: RecipeArgs,
@@ -133,7 +145,7 @@ impl BuildArgs {
     /// Training options writing into `out`.
     fn options(self, out: &std::path::Path) -> TrainOptions {
         let quantize = (!self.no_quantize).then(|| self.quant.options());
-        let guard = self.guard.then_some(GuardOptions {
+        let guard = (!self.no_guard).then_some(GuardOptions {
             components: self.guard_components,
             pass_target: self.guard_pass,
         });

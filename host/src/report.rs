@@ -110,7 +110,10 @@ pub fn markdown(
             );
         }
         None => {
-            let _ = writeln!(w, "- out-of-scope guard: none (fit one with `--guard`)\n");
+            let _ = writeln!(
+                w,
+                "- out-of-scope guard: none (trained with `--no-guard`)\n"
+            );
         }
     }
 
@@ -237,8 +240,14 @@ pub fn markdown(
     );
     let _ = writeln!(
         w,
-        "- export verified in tract on {} training images: max |Δp| = {:.2e}",
-        o.verification.images, o.verification.max_abs_diff
+        "- export verified in tract on {} training images: max |Δp| = {:.2e}{}",
+        o.verification.images,
+        o.verification.max_abs_diff,
+        o.verification
+            .guard_max_rel_diff
+            .map_or(String::new(), |d| format!(
+                ", guard score max |Δ| = {d:.2e} of its threshold"
+            ))
     );
     let _ = writeln!(
         w,
@@ -414,9 +423,33 @@ pub fn int8_markdown(q: &Int8Report) -> String {
         );
         change_table(w, "metric", &v.f32, &v.int8);
     }
+    let guards = q
+        .guard
+        .iter()
+        .map(|g| ("training images".to_string(), g))
+        .chain(q.validation.iter().filter_map(|v| {
+            v.guard
+                .as_ref()
+                .map(|g| (format!("`{}`", v.folder.display()), g))
+        }))
+        .collect::<Vec<_>>();
+    if !guards.is_empty() {
+        let _ = writeln!(w);
+    }
+    for (set, g) in guards {
+        let _ = writeln!(
+            w,
+            "- out-of-scope guard, {set} ({} images): verdict agreement {:.2} %, pass rate f32 {:.1} % / int8 {:.1} %, max |Δscore| {:.3} % of the threshold",
+            g.images,
+            100.0 * g.verdict_agreement,
+            100.0 * g.f32_pass_rate,
+            100.0 * g.int8_pass_rate,
+            100.0 * g.max_rel_diff
+        );
+    }
     let _ = writeln!(
         w,
-        "\nRefused if agreement < {:.2} % or accuracy drops by more than {:.2} pt (out of fold, and on each validation folder).",
+        "\nRefused if agreement (of decisions, and of the guard's verdicts) < {:.2} % or accuracy drops by more than {:.2} pt (out of fold, and on each validation folder).",
         100.0 * q.options.min_agreement,
         100.0 * q.options.max_accuracy_drop
     );

@@ -254,6 +254,7 @@ fn parent_recipe(base: &ModelManifest, candidate: &TrainOptions) -> Result<Train
         target_sensitivity: target,
         threshold_rule,
         size_candidates: Vec::new(),
+        guard: crate::guard::GuardOptions::recorded(&base.head),
         ..candidate.clone()
     })
 }
@@ -373,6 +374,11 @@ fn recipe_changes(parent: &TrainOptions, candidate: &TrainOptions) -> Vec<String
         "threshold rule",
         parent.threshold_rule.name().to_string(),
         candidate.threshold_rule.name().to_string(),
+    );
+    differ(
+        "out-of-scope guard",
+        crate::guard::GuardOptions::describe(parent.guard.as_ref()),
+        crate::guard::GuardOptions::describe(candidate.guard.as_ref()),
     );
     changes
 }

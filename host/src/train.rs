@@ -80,8 +80,8 @@ pub struct TrainOptions {
     /// replaced by the smallest whose cross-validated accuracy is within
     /// [`SIZE_TOLERANCE`] of the best.
     pub size_candidates: Vec<u32>,
-    /// The out-of-scope guard the model carries (`None`: no guard; opt-in
-    /// with `--guard` until the shipped model carries one).
+    /// The out-of-scope guard the model carries (`None`: no guard, the
+    /// model answers every scan that decodes; `--no-guard`).
     pub guard: Option<crate::guard::GuardOptions>,
     /// Hide progress bars.
     pub quiet: bool,
@@ -115,7 +115,7 @@ impl TrainOptions {
             verify_tolerance: 1e-4,
             quantize: Some(QuantizeOptions::default()),
             size_candidates: Vec::new(),
-            guard: None,
+            guard: Some(crate::guard::GuardOptions::default()),
             quiet: false,
         }
     }
@@ -734,6 +734,8 @@ struct Fitted {
     files: Vec<PathBuf>,
     /// Every `--validate` folder and the final model's figures on it.
     validation: Vec<(ValidationSet, ValidationResult)>,
+    /// For a model with a guard, the head's input per item (original view).
+    head_inputs: Option<Vec<Vec<f32>>>,
 }
 
 /// Score the final head on every `--validate` folder, with backbone
@@ -788,6 +790,21 @@ pub fn predict_items(
     head: &TrainedHead,
     items: &[crate::dataset::Item],
 ) -> Result<Vec<f32>> {
+    let rows: Vec<f32> = head_inputs_of(prep, opts, items)?
+        .into_iter()
+        .flatten()
+        .collect();
+    head.predict(&rows)
+}
+
+/// The head's input (the pooled, transformed backbone features) of items
+/// outside the training data, one row per item, from their original view's
+/// backbone features (cached).
+pub fn head_inputs_of(
+    prep: &Prepared,
+    opts: &TrainOptions,
+    items: &[crate::dataset::Item],
+) -> Result<Vec<Vec<f32>>> {
     let extracted = extract_all(
         &prep.backbone,
         items,
@@ -802,11 +819,11 @@ pub fn predict_items(
             "the recipe reads block 4, but the features were prepared without it".into(),
         ));
     }
-    let rows: Vec<f32> = extracted
+    Ok(extracted
         .maps
         .iter()
         .enumerate()
-        .flat_map(|(i, vs)| {
+        .map(|(i, vs)| {
             let b4 = match opts.head.blocks {
                 Blocks::Last => None,
                 Blocks::Block4Last => extracted.block4.as_ref().map(|b| &b[i][0]),
@@ -819,8 +836,7 @@ pub fn predict_items(
                 b4,
             )
         })
-        .collect();
-    head.predict(&rows)
+        .collect())
 }
 
 /// Cross-validate, fit the final head, export and verify.
@@ -893,11 +909,16 @@ fn export_verified(
         validation,
     } = last;
 
-    let guard = match opts.guard {
-        None => None,
-        Some(g) => {
+    // With a guard: the head's input of every view (the guard's training
+    // rows) and of every original (what the export verification compares).
+    let pooled = opts.guard.map(|_| prep.pooled(&opts.head));
+    let head_inputs: Option<Vec<Vec<f32>>> = pooled
+        .as_ref()
+        .map(|p| p.iter().map(|views| views[0].clone()).collect());
+    let guard = match opts.guard.zip(pooled.as_ref()) {
+        Some((g, pooled)) => {
             let folds = fold_assignment(&prep, opts).swap_remove(0);
-            let spec = crate::guard::fit(&prep.pooled(&opts.head), &folds, opts.folds, g)?;
+            let spec = crate::guard::fit(pooled, &folds, opts.folds, g)?;
             if !opts.quiet {
                 eprintln!(
                     "out-of-scope guard: {:.1} % of training images pass out of fold \
@@ -910,7 +931,9 @@ fn export_verified(
             watch.lap("out-of-scope guard");
             Some(spec)
         }
+        None => None,
     };
+    drop(pooled);
     let data_sha = dataset.content_sha256();
     let mut head_json = serde_json::json!({
         "config": opts.head,
@@ -920,6 +943,13 @@ fn export_verified(
         "folds": opts.folds,
         "repeats": opts.repeats,
     });
+    if let Some(g) = &opts.guard {
+        // A guard changes what the model answers: part of its identity.
+        head_json["guard"] = serde_json::json!({
+            "components": g.components,
+            "pass_target": g.pass_target,
+        });
+    }
     if opts.threshold_rule != ThresholdRule::default() {
         // Recorded only when not the default, so default models keep their
         // id; the chosen point itself is in `extra` either way.
@@ -1000,9 +1030,11 @@ fn export_verified(
         &scanside_shared::sha256_hex(&bytes),
         &manifest.training_data_sha256,
     );
+    // A record from before the guard check does not vouch for a guard.
     let verification = match std::fs::read(&record)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| serde_json::from_slice::<export::Verification>(&b).ok())
+        .filter(|v| head_inputs.is_none() || v.guard_max_rel_diff.is_some())
     {
         Some(v) => v,
         None => {
@@ -1011,6 +1043,7 @@ fn export_verified(
                 &model_path,
                 &files,
                 &in_memory,
+                head_inputs.as_deref(),
                 opts.verify_tolerance,
                 &opts.data.limits,
             )?;
@@ -1029,6 +1062,7 @@ fn export_verified(
         verification,
         files,
         validation,
+        head_inputs,
     })
 }
 
@@ -1052,14 +1086,20 @@ fn quantize_fitted(
             .iter()
             .map(|(set, result)| {
                 let (labels, probabilities) = result.pairs();
-                int8::ValidationReference {
+                Ok(int8::ValidationReference {
                     folder: &set.folder,
                     files: set.dataset.items.iter().map(|i| i.path.clone()).collect(),
                     labels,
                     probabilities,
-                }
+                    head_inputs: fitted
+                        .head_inputs
+                        .as_ref()
+                        .map(|_| head_inputs_of(&fitted.prep, opts, &set.dataset.items))
+                        .transpose()?,
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
+        head_inputs: fitted.head_inputs.as_deref(),
     };
     int8::quantize_checked(
         &reference,
@@ -1238,6 +1278,11 @@ pub fn quantize_existing(
     if opts.validate.is_empty() {
         opts.validate = recorded_validation_folders(&given, model);
     }
+    // Its guard, as its recipe records it (none for a model without one).
+    opts.guard = scanside_shared::classifier::parse_onnx(&given, model)
+        .ok()
+        .and_then(|p| scanside_shared::classifier::manifest_of(&p).ok())
+        .and_then(|m| crate::guard::GuardOptions::recorded(&m.head));
     let opts = &opts;
     let mut watch = Stopwatch::new();
     let fitted = fit_export_verify(opts, &mut watch)?;

@@ -494,14 +494,19 @@ fn train_classify_and_evaluate_end_to_end() {
             assert!(row[1..9].iter().all(String::is_empty), "{row:?}");
             assert!(row[9].contains("broken scan.jpg"), "{row:?}");
         } else {
-            assert!(["yes", "no"].contains(&row[1].as_str()), "{row:?}");
+            assert!(
+                ["yes", "no", "out_of_scope"].contains(&row[1].as_str()),
+                "{row:?}"
+            );
             assert!(
                 row[2]
                     .parse::<f32>()
                     .is_ok_and(|p| (0.0..=1.0).contains(&p))
             );
-            // A model without a guard leaves the scope columns empty.
-            assert!(row[4..7].iter().all(String::is_empty), "{row:?}");
+            // The model carries a guard (the default): every answered row
+            // has its threshold, and a reason exactly when refused.
+            assert!(row[5].parse::<f32>().is_ok_and(|t| t > 0.0), "{row:?}");
+            assert_eq!(row[1] == "out_of_scope", !row[6].is_empty(), "{row:?}");
             assert_eq!(row[7], id);
             assert!(row[9].is_empty(), "{row:?}");
         }
@@ -543,11 +548,17 @@ fn train_classify_and_evaluate_end_to_end() {
         .map(|k| c[k].as_u64().unwrap())
         .sum();
     assert_eq!(total, 24);
-    check_report(
-        &work.join("model.evaluation.html"),
-        &scanside::html_report::EVALUATION_SECTIONS,
-        3,
+    // The guard's own account: every image passed or refused, none lost.
+    let scope = &e["scope"];
+    assert_eq!(
+        scope["passed"].as_u64().unwrap() + scope["refused"].as_u64().unwrap(),
+        24,
+        "{scope}"
     );
+    // The model has a guard: its section is on the page too.
+    let mut sections = scanside::html_report::EVALUATION_SECTIONS.to_vec();
+    sections.push(scanside::html_report::SCOPE_SECTION);
+    check_report(&work.join("model.evaluation.html"), &sections, 3);
 
     // Explain: an overlay per scan, an error line for the bad one, and
     // distinct names for two inputs with the same stem.
@@ -646,6 +657,7 @@ fn asymmetry_and_crop_export_verify_and_explain() {
             "left-right",
             "--crop",
             "--no-quantize",
+            "--no-guard",
             "--quiet",
         ],
     );
@@ -678,6 +690,9 @@ fn asymmetry_and_crop_export_verify_and_explain() {
         "{}",
         manifest.head
     );
+    // `--no-guard`: no guard in the file, none in the recipe.
+    assert!(!meta.contains_key(scanside_shared::guard::MANIFEST_KEY));
+    assert!(manifest.head.get("guard").is_none(), "{}", manifest.head);
 
     let image = std::fs::read_dir(data.join("yes"))
         .unwrap()

@@ -402,6 +402,16 @@ impl Classifier {
         Ok(self.probabilities(input)?[self.manifest.positive_index()])
     }
 
+    /// Positive-class probability and, for a model with a guard, the head's
+    /// input the guard scores ([`guard::POOLED_TENSOR`]), from one run.
+    pub fn positive_with_head_input(&self, input: &InputTensor) -> Result<(f32, Option<Vec<f32>>)> {
+        let mut outputs = self.run(input)?;
+        let pooled = self
+            .pooled_output
+            .map(|at| std::mem::take(&mut outputs[at].1));
+        Ok((outputs[0].1[self.manifest.positive_index()], pooled))
+    }
+
     /// Which frame of a multi-frame DICOM object to classify (default: the
     /// middle one).
     pub fn with_dicom_frame(mut self, frame: FrameChoice) -> Self {

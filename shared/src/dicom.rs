@@ -48,7 +48,7 @@ use dicom_pixeldata::{
 };
 use image::{DynamicImage, GrayImage, RgbImage};
 
-use crate::preprocess::DecodeLimits;
+use crate::limits::DecodeLimits;
 use crate::{Error, Result};
 
 /// Which frame of a multi-frame object to read.

@@ -56,8 +56,8 @@ pub struct InputLimits {
 }
 
 impl Default for InputLimits {
-    /// Limits that every image of the team set and the external set passes
-    /// with a wide margin (measured: `docs/guard.md`).
+    /// Limits that every image of the external set passes, and every image
+    /// of the team set but one tinted slice (measured: `docs/guard.md`).
     fn default() -> Self {
         InputLimits {
             min_grey_std: 4.0,

@@ -9,7 +9,7 @@
 //! - [`dicom`]: DICOM MR files, windowed to the 8-bit picture the model was
 //!   trained on (the first step of [`preprocess`] for `.dcm` files);
 //!   [`dicom_lengths`] first refuses a file whose declared element lengths
-//!   run past its end.
+//!   run past its end; [`limits`] bounds what either decoder may allocate.
 //! - [`manifest`]: the model manifest, the facts a model carries in its ONNX
 //!   `metadata_props` (preprocessing, labels, threshold, model id, …).
 //! - [`classifier`]: loading a scanside ONNX model in tract and classifying
@@ -39,6 +39,7 @@ pub mod exit;
 pub mod explain;
 pub mod guard;
 pub mod inputs;
+pub mod limits;
 pub mod manifest;
 pub mod preprocess;
 pub mod shipped;

@@ -46,6 +46,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, dicom};
 
+/// Decode limits live in [`crate::limits`], below both decoders.
+pub use crate::limits::DecodeLimits;
+
 /// Memory layout of the model input tensor (batch of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -158,27 +161,6 @@ impl PreprocessSpec {
     /// A short stable text naming this spec, for cache keys and reports.
     pub fn key(&self) -> String {
         serde_json::to_string(self).expect("spec serialises")
-    }
-}
-
-/// Bounds on what the decoder may allocate. Images beyond them are refused
-/// before decoding (decompression bombs, absurd dimensions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DecodeLimits {
-    /// Largest width or height accepted, in pixels.
-    pub max_side: u32,
-    /// Largest allocation the decoder may make, in bytes.
-    pub max_alloc_bytes: u64,
-}
-
-impl Default for DecodeLimits {
-    /// 16384 px a side and 256 MiB: far above any MRI slice, far below what
-    /// would hurt a Raspberry Pi.
-    fn default() -> Self {
-        DecodeLimits {
-            max_side: 16_384,
-            max_alloc_bytes: 256 << 20,
-        }
     }
 }
 

@@ -12,14 +12,15 @@
 //! (in sample for a model trained on it; the out-of-fold rate recorded in
 //! the model is printed beside it); on the external set, the pass rate and
 //! the model's accuracy on the passed and on the refused slices; and the
-//! guard's cost per scan next to the scan's latency. Research use only.
+//! guard's cost per scan next to the scan's latency, and end to end against
+//! the same model with its guard stripped. Research use only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use scanside_e2e::{scope_corpus, team_data, team_dicom, workspace};
-use scanside_shared::classifier::{Classification, Classifier};
+use scanside_shared::classifier::{Classification, Classifier, parse_onnx};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -123,6 +124,7 @@ fn main() {
             continue;
         }
         let (mut passed, mut refused) = (Vec::new(), Vec::new());
+        let mut refused_by: BTreeMap<&str, usize> = BTreeMap::new();
         for (path, label) in labelled(root) {
             let t = Instant::now();
             let Some(c) = classify(&classifier, &path) else {
@@ -132,6 +134,13 @@ fn main() {
             let right = (c.model_label == classifier.manifest().positive_class) == (label == 1);
             if c.out_of_scope() {
                 refused.push(right);
+                let check = c
+                    .scope
+                    .as_ref()
+                    .and_then(|s| s.reason.as_ref())
+                    .map_or("?", |r| r.check());
+                *refused_by.entry(check).or_default() += 1;
+                eprintln!("{name} set: refused {} ({check})", path.display());
             } else {
                 passed.push(right);
             }
@@ -141,7 +150,7 @@ fn main() {
         };
         let total = passed.len() + refused.len();
         println!(
-            "{name} set ({}): {} of {total} pass ({:.1} %); model accuracy on the passed {}, on the refused {}",
+            "{name} set ({}): {} of {total} pass ({:.1} %); model accuracy on the passed {}, on the refused {}; refused by {refused_by:?}",
             root.display(),
             passed.len(),
             100.0 * passed.len() as f64 / total as f64,
@@ -151,7 +160,7 @@ fn main() {
         report.insert(
             name.into(),
             serde_json::json!({
-                "images": total, "passed": passed.len(),
+                "images": total, "passed": passed.len(), "refused_by": refused_by,
                 "accuracy_passed": accuracy(&passed), "accuracy_refused": accuracy(&refused),
             }),
         );
@@ -190,9 +199,61 @@ fn main() {
         1e3 * median,
         100.0 * (score_s + input_s) / median
     );
+    // The whole cost as a scan sees it: the same model without its guard
+    // (no extra graph output, no checks) against the model, same scans,
+    // interleaved, median of each.
+    let bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let mut proto = parse_onnx(&bytes, &model).unwrap_or_else(|e| panic!("{e}"));
+    proto
+        .metadata_props
+        .retain(|p| p.key != scanside_shared::guard::MANIFEST_KEY);
+    let bare = Classifier::from_bytes(&scanside::onnx_graph::encode(&proto), &model)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_threads(threads);
+    if !team.join("yes").is_dir() {
+        println!("no team set at {}: end-to-end cost skipped", team.display());
+        return;
+    }
+    let scans: Vec<PathBuf> = labelled(&team)
+        .into_iter()
+        .map(|(p, _)| p)
+        .step_by(25)
+        .collect();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for path in &scans {
+            for (c, out) in [(&classifier, &mut with), (&bare, &mut without)] {
+                let t = Instant::now();
+                let _ = classify(c, path);
+                out.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (with, without) = (med(&mut with), med(&mut without));
+    println!(
+        "end to end, {} team scans × 3: median {:.1} ms with the guard, {:.1} ms without ({:+.2} %)",
+        scans.len(),
+        1e3 * with,
+        1e3 * without,
+        100.0 * (with - without) / without
+    );
+    let guard_bytes = guard.to_json().len();
+    println!(
+        "stored: {guard_bytes} bytes of guard metadata ({:.2} % of the {} byte model)",
+        100.0 * guard_bytes as f64 / bytes.len() as f64,
+        bytes.len()
+    );
     report.insert(
         "cost".into(),
-        serde_json::json!({"score_ms": 1e3 * score_s, "input_checks_ms": 1e3 * input_s, "median_scan_ms": 1e3 * median}),
+        serde_json::json!({
+            "score_ms": 1e3 * score_s, "input_checks_ms": 1e3 * input_s, "median_scan_ms": 1e3 * median,
+            "end_to_end_ms_with_guard": 1e3 * with, "end_to_end_ms_without_guard": 1e3 * without,
+            "guard_metadata_bytes": guard_bytes,
+        }),
     );
     if std::env::args().any(|a| a == "--json") {
         println!("{}", serde_json::Value::Object(report));

@@ -84,6 +84,54 @@ pub type SimAppliance = scanside_device::appliance::Appliance<
     scanside_device::clock::MonotonicClock,
 >;
 
+/// Press the simulated button briefly, then run the loop until the press
+/// is over and `done(state)` holds (or fail after 2 min).
+pub fn press_until(
+    app: &mut SimAppliance,
+    button: &scanside_device::sim::ButtonHandle,
+    done: impl Fn(scanside_device::controller::State) -> bool,
+) {
+    let b = button.clone();
+    let presser = std::thread::spawn(move || b.press_for(std::time::Duration::from_millis(100)));
+    let start = std::time::Instant::now();
+    // The press is over (released and debounced) 100 + 20 ms after it
+    // started; only then may the state be the answer to it.
+    while !(start.elapsed() > std::time::Duration::from_millis(200) && done(app.state())) {
+        app.step().expect("the appliance steps");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "stuck in {:?}",
+            app.state()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    presser.join().expect("the presser finishes");
+}
+
+/// Classify `files` with `classifier` as `classify --json` does, insist
+/// none failed, and give the result lines, parsed.
+pub fn classify_json(
+    classifier: &scanside_shared::classifier::Classifier,
+    files: &[PathBuf],
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let failures = scanside_shared::classifier::classify_files(
+        classifier,
+        files,
+        scanside_shared::classifier::OutputFormat::Json,
+        &mut out,
+    )
+    .expect("classify writes its lines");
+    assert_eq!(failures, 0);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .expect("UTF-8 lines")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    lines
+}
+
 /// The event of the last record in an audit log.
 pub fn last_event(log: &Path) -> scanside_shared::audit::AuditEvent {
     scanside_shared::audit::read_log(log)

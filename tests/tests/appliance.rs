@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use scanside_device::config::DeviceConfig;
 use scanside_device::controller::State;
 use scanside_device::sim::{ButtonHandle, LedLog, SimButton};
-use scanside_e2e::{team_data, workspace};
+use scanside_e2e::{press_until, team_data, workspace};
 use scanside_shared::audit::{AuditEvent, Decision, ErrorKind, read_log};
 use scanside_shared::shipped::SHIPPED_MODEL_FILE;
 
@@ -34,26 +34,6 @@ fn config_with(dir: &Path, sha: Option<&str>, extra: &str) -> DeviceConfig {
 /// The appliance on the simulated board, its button and its LEDs.
 fn start(cfg: &DeviceConfig) -> (SimAppliance, ButtonHandle, LedLog) {
     scanside_e2e::sim_appliance(cfg)
-}
-
-/// Press briefly, then run the loop until the press is over and
-/// `done(state)` holds (or fail after 2 min).
-fn press_until(app: &mut SimAppliance, button: &ButtonHandle, done: impl Fn(State) -> bool) {
-    let b = button.clone();
-    let presser = std::thread::spawn(move || b.press_for(Duration::from_millis(100)));
-    let start = Instant::now();
-    // The press is over (released and debounced) 100 + 20 ms after it
-    // started; only then may the state be the answer to it.
-    while !(start.elapsed() > Duration::from_millis(200) && done(app.state())) {
-        app.step().unwrap();
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "stuck in {:?}",
-            app.state()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    presser.join().unwrap();
 }
 
 fn link(inbox: &Path, source: &Path) -> PathBuf {

@@ -217,6 +217,13 @@ fn the_appliance_shows_an_error_for_each_bad_scan_and_keeps_serving() {
             AuditEvent::Classified { .. } => {
                 assert!(!must_fail(&input.kind), "{}: classified", input.kind)
             }
+            // Decoded, and the model's guard said "not for me" (a 1 × 1
+            // picture is near-constant, 4000 × 1 too long and thin): an
+            // answer, not a failure.
+            AuditEvent::OutOfScope { reason, .. } => {
+                assert!(!must_fail(&input.kind), "{}: out of scope", input.kind);
+                assert!(!reason.is_empty(), "{}", input.kind);
+            }
             AuditEvent::Error { kind, detail, .. } => {
                 // Only what is not a file may go unseen ("no scan").
                 let not_a_file =

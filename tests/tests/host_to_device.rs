@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use scanside::train::{TrainOptions, run};
 use scanside_e2e::{img2dcm, team_data, team_dicom, workspace};
-use scanside_shared::classifier::{Classifier, OutputFormat, classify_files};
+use scanside_shared::classifier::Classifier;
 
 /// Eight images per class from the team set in `root`: the first two JPEGs
 /// of each class converted to DICOM (named without an extension, as DICOM
@@ -90,15 +90,7 @@ fn host_model_runs_unchanged_on_the_device_path() {
     );
 
     // Its result lines agree with the threshold and name the model.
-    let mut out = Vec::new();
-    let failures = classify_files(&classifier, &files, OutputFormat::Json, &mut out).unwrap();
-    assert_eq!(failures, 0);
-    let lines: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), files.len());
+    let lines = scanside_e2e::classify_json(&classifier, &files);
     for line in &lines {
         let p = line["probability"].as_f64().unwrap() as f32;
         let want = if p >= m.threshold { "yes" } else { "no" };

@@ -18,6 +18,7 @@ use scanside_device::sim::{ButtonHandle, SimButton};
 use scanside_e2e::{SimAppliance, sim_appliance, team_data, workspace};
 use scanside_shared::audit::{AuditEvent, read_log};
 use scanside_shared::classifier::{manifest_of, parse_onnx};
+use scanside_shared::guard::GuardSpec;
 use scanside_shared::manifest::ModelManifest;
 
 /// Training images per class. At 20, cross-validated AUC moved by up to
@@ -300,7 +301,7 @@ fn classify_dispute_export_review_retrain_install_and_roll_back() {
     // The version chain in the model itself.
     let m = manifest(&promoted);
     assert_eq!(m.model_id, new_id);
-    let lineage = m.lineage.unwrap();
+    let lineage = m.lineage.clone().unwrap();
     assert_eq!(lineage.chain, std::slice::from_ref(&base_id));
     assert_eq!(lineage.parent_sha256, sha_hex(&base));
     assert_eq!(
@@ -312,6 +313,16 @@ fn classify_dispute_export_review_retrain_install_and_roll_back() {
         new_scans.iter().take(3).map(|(p, _)| sha_hex(p)).collect();
     reviewed_shas.sort();
     assert_eq!(lineage.reviewed_images, reviewed_shas);
+    // The retrained model's guard is refitted on its own training data, the
+    // reviewed scans included, so they are in scope from now on.
+    let guard_images = |m: &ModelManifest| {
+        GuardSpec::from_json(&m.extra[scanside_shared::guard::MANIFEST_KEY])
+            .unwrap()
+            .fitted
+            .images
+    };
+    assert_eq!(guard_images(&parent), 2 * PER_CLASS);
+    assert_eq!(guard_images(&m), 2 * PER_CLASS + 3);
     assert!(
         lineage.changes.iter().any(|c| c.contains("+3 reviewed")),
         "{:?}",

@@ -1,7 +1,7 @@
 //! The out-of-scope corpus generates from its sources: at least 200
 //! pictures, every category, each one a PNG the shared decoder reads (the
-//! guard's end-to-end test, `tests/scope_guard.rs.pending`, runs them
-//! through a model once the shipped model carries a guard).
+//! guard's end-to-end test, `tests/scope_guard.rs`, runs them through the
+//! shipped model).
 
 use std::collections::BTreeSet;
 
