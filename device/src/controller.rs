@@ -83,7 +83,7 @@ pub enum State {
 /// the two are within `band_log_odds` of each other in log-odds,
 /// `|logit(p) − logit(t)| < band`, else red at or above the threshold and
 /// green below it. A band in log-odds scales with the threshold: a triage
-/// model's threshold sits near 0 (0.031 for the shipped model, 0.027 for
+/// model's threshold sits near 0 (0.0295 for the shipped model, 0.027 for
 /// one trained with `--crop --asymmetry left-right`), where a fixed ±0.03
 /// in probability would turn every "no tumour" amber. A probability that is
 /// not a number is uncertain.

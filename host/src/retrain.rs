@@ -315,6 +315,24 @@ pub fn inherit(
         "patience" => head.patience;
         "seed" => head.seed;
     }
+    // The guard: the base's options (the default if the base has none, so
+    // every candidate carries one), each guard flag given overriding its
+    // field; `--no-guard`, none.
+    o.guard = match (given("no_guard"), flags.guard) {
+        (true, _) => None,
+        (false, from_flags) => {
+            let mut g = o.guard.unwrap_or_default();
+            if let Some(f) = from_flags {
+                if given("guard_pass") {
+                    g.pass_target = f.pass_target;
+                }
+                if given("guard_components") {
+                    g.components = f.components;
+                }
+            }
+            Some(g)
+        }
+    };
     Ok(o)
 }
 
@@ -910,7 +928,10 @@ mod tests {
                 weights_sha256: "11".repeat(32),
                 cut_at: "x".into(),
             },
-            head: serde_json::json!({"config": head, "augmented_views": 1, "folds": 3, "repeats": 2}),
+            head: serde_json::json!({
+                "config": head, "augmented_views": 1, "folds": 3, "repeats": 2,
+                "guard": {"components": 32, "pass_target": 0.99},
+            }),
             cv_metrics: serde_json::json!({"target_sensitivity": 0.9}),
             lineage: None,
             extra: Default::default(),
@@ -942,6 +963,41 @@ mod tests {
         assert_eq!(lr.head.hidden, vec![32]);
         let changes = recipe_changes(&parent_recipe(&parent, &flags).unwrap(), &lr);
         assert_eq!(changes, ["head learning_rate: 0.001 → 0.0005"]);
+
+        // The guard: the base's, a given guard flag overriding its field,
+        // `--no-guard` none, and the default for a base without one.
+        assert_eq!(none.guard, Some(crate::guard::GuardOptions::default()));
+        flags.guard = Some(crate::guard::GuardOptions {
+            components: 16,
+            pass_target: 0.95,
+        });
+        let k = inherit(&parent, &flags, &|f| f == "guard_components").unwrap();
+        assert_eq!(
+            k.guard.map(|g| (g.components, g.pass_target)),
+            Some((16, 0.99))
+        );
+        let changes = recipe_changes(&parent_recipe(&parent, &flags).unwrap(), &k);
+        assert_eq!(
+            changes,
+            ["out-of-scope guard: 32 components, pass 0.99 → 16 components, pass 0.99"]
+        );
+        flags.guard = None;
+        let off = inherit(&parent, &flags, &|f| f == "no_guard").unwrap();
+        assert_eq!(off.guard, None);
+        let changes = recipe_changes(&parent_recipe(&parent, &flags).unwrap(), &off);
+        assert_eq!(
+            changes,
+            ["out-of-scope guard: 32 components, pass 0.99 → none"]
+        );
+        let mut unguarded = parent.clone();
+        unguarded.head.as_object_mut().unwrap().remove("guard");
+        let on = inherit(&unguarded, &flags, &|_| false).unwrap();
+        assert_eq!(on.guard, Some(crate::guard::GuardOptions::default()));
+        let changes = recipe_changes(&parent_recipe(&unguarded, &flags).unwrap(), &on);
+        assert_eq!(
+            changes,
+            ["out-of-scope guard: none → 32 components, pass 0.99"]
+        );
 
         let e = inherit(&parent, &flags, &|f| f == "choose_size").unwrap_err();
         assert!(e.to_string().contains("--choose-size"), "{e}");

@@ -507,6 +507,10 @@ fn train_classify_and_evaluate_end_to_end() {
             // has its threshold, and a reason exactly when refused.
             assert!(row[5].parse::<f32>().is_ok_and(|t| t > 0.0), "{row:?}");
             assert_eq!(row[1] == "out_of_scope", !row[6].is_empty(), "{row:?}");
+            // A scan the cheap checks let through has its feature score.
+            if row[1] != "out_of_scope" {
+                assert!(row[4].parse::<f32>().is_ok(), "{row:?}");
+            }
             assert_eq!(row[7], id);
             assert!(row[9].is_empty(), "{row:?}");
         }

@@ -122,7 +122,7 @@ pub enum AuditEvent {
     /// result of the `Classified` record written at `refers_to_unix_ms` is
     /// disputed (for review and retraining on the host).
     Disputed {
-        /// `unix_ms` of the disputed `Classified` record.
+        /// `unix_ms` of the disputed `Classified` or `OutOfScope` record.
         refers_to_unix_ms: u64,
         /// Its scan.
         scan: ScanRef,

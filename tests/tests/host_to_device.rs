@@ -93,7 +93,14 @@ fn host_model_runs_unchanged_on_the_device_path() {
     let lines = scanside_e2e::classify_json(&classifier, &files);
     for line in &lines {
         let p = line["probability"].as_f64().unwrap() as f32;
-        let want = if p >= m.threshold { "yes" } else { "no" };
+        // The model carries a guard (the default): a refused scan says so.
+        let want = if line["scope"]["in_scope"] == false {
+            "out_of_scope"
+        } else if p >= m.threshold {
+            "yes"
+        } else {
+            "no"
+        };
         assert_eq!(line["label"], want, "{line}");
         assert_eq!(line["model_id"], m.model_id.as_str());
     }
