@@ -65,7 +65,7 @@ fn l2_log_avgmax(m: &FeatureMap) -> Vec<f32> {
 }
 fn log_avgmax(m: &FeatureMap) -> Vec<f32> {
     let mut v = avgmax(m);
-    FeatureTransform::Log1p.apply(&mut v);
+    FeatureTransform::Log1p.apply(&mut v, 1);
     v
 }
 

@@ -17,7 +17,7 @@
 //! `--standard-augmentation` uses the recipe every row measured before
 //! cutout became the default.
 use scanside::features::{Asymmetry, Blocks, FeatureTransform, Pooling};
-use scanside::head::HeadConfig;
+use scanside::head::{HeadConfig, Solver};
 use scanside::operating_point::ThresholdRule;
 use scanside::train::{TrainOptions, cross_validate, prepare};
 
@@ -167,6 +167,13 @@ fn main() {
             },
         )
     };
+    let logistic = |c: f64| HeadConfig {
+        transform: FeatureTransform::SqrtL2,
+        solver: Solver::Logistic { c },
+        hidden: vec![],
+        ensemble: 1,
+        ..d.clone()
+    };
     let block4_recipes: Vec<(String, HeadConfig)> = if block4 {
         vec![
             with_block4("256 avg+max log1p x5 dropout0.7 block4", d.clone()),
@@ -177,6 +184,25 @@ fn main() {
                     ..d.clone()
                 },
             ),
+            with_block4(
+                "linear avg+max sqrt-l2 x5 block4",
+                HeadConfig {
+                    hidden: vec![],
+                    transform: FeatureTransform::SqrtL2,
+                    ..d.clone()
+                },
+            ),
+            with_block4(
+                "256 avg+max sqrt-l2 x5 dropout0.7 block4",
+                HeadConfig {
+                    transform: FeatureTransform::SqrtL2,
+                    ..d.clone()
+                },
+            ),
+            with_block4("logistic C1 avg+max sqrt-l2 block4", logistic(1.0)),
+            with_block4("logistic C0.3 avg+max sqrt-l2 block4", logistic(0.3)),
+            with_block4("logistic C3 avg+max sqrt-l2 block4", logistic(3.0)),
+            with_block4("logistic C10 avg+max sqrt-l2 block4", logistic(10.0)),
             with_block4(
                 "256 avg+max log1p x5 dropout0.7 left-right block4",
                 HeadConfig {

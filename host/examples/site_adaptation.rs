@@ -8,12 +8,14 @@
 //! cargo run --release -p scanside --example site_adaptation -- \
 //!     [--team ../shared/data/brain-mri] [--site ../shared/data/external] \
 //!     [--ks 0,25,50,100,200] [--draws 3] [--out runs/site-adaptation] \
-//!     [--blocks last|block4-last] [--hidden 256|linear]
+//!     [--blocks last|block4-last] [--hidden 256|linear] \
+//!     [--feature-transform none|log1p|sqrt-l2] [--logistic C] [--views N] \
+//!     [--reviewed-weight W]
 //! ```
 //!
-//! `--blocks` and `--hidden` change the recipe from `train`'s default as
-//! the `train` flags of the same names do (`--hidden linear`: no hidden
-//! layer).
+//! `--blocks`, `--hidden`, `--feature-transform`, `--logistic`,
+//! `--reviewed-weight` and `--views` change the recipe from `train`'s default as the `train` flags
+//! of the same names do (`--hidden linear`: no hidden layer).
 //!
 //! Research use only; not a medical device.
 use std::fmt::Write as _;
@@ -22,7 +24,8 @@ use std::path::PathBuf;
 use plotters::prelude::*;
 
 use scanside::adaptation::{AdaptationOptions, AdaptationRow, run};
-use scanside::features::Blocks;
+use scanside::features::{Blocks, FeatureTransform};
+use scanside::head::Solver;
 use scanside::operating_point::ThresholdRule;
 use scanside::train::TrainOptions;
 
@@ -96,6 +99,26 @@ fn main() {
                 .collect(),
         };
     }
+    if let Some(i) = args.iter().position(|a| a == "--feature-transform") {
+        recipe.head.transform = match args[i + 1].as_str() {
+            "none" => FeatureTransform::None,
+            "log1p" => FeatureTransform::Log1p,
+            "sqrt-l2" => FeatureTransform::SqrtL2,
+            other => panic!("--feature-transform none|log1p|sqrt-l2, not {other}"),
+        };
+    }
+    if let Some(i) = args.iter().position(|a| a == "--logistic") {
+        let c = args[i + 1].parse().expect("--logistic C");
+        recipe.head.solver = Solver::Logistic { c };
+        recipe.head.hidden = vec![];
+        recipe.head.ensemble = 1;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--reviewed-weight") {
+        recipe.head.reviewed_weight = args[i + 1].parse().expect("--reviewed-weight W");
+    }
+    if let Some(i) = args.iter().position(|a| a == "--views") {
+        recipe.augmented_views = args[i + 1].parse().expect("--views N");
+    }
     let opts = AdaptationOptions {
         recipe,
         site: value("--site", "../shared/data/external").into(),
@@ -123,9 +146,9 @@ fn main() {
          |---|---|---|---|---|---|---|\n",
     );
     for rule in [ThresholdRule::Quantile, ThresholdRule::LogitNormal] {
-        for on in ["all", "site"] {
+        for on in ["all", "site", "auto"] {
             for (k, [a, se, sp, t]) in summary(&rows, rule, on) {
-                if on == "site" && k == 0 {
+                if on != "all" && k == 0 {
                     continue;
                 }
                 let _ = writeln!(
@@ -141,7 +164,7 @@ fn main() {
     print!("{table}");
     std::fs::write(out.join("table.md"), &table).expect("table.md");
 
-    let curve = summary(&rows, ThresholdRule::Quantile, "all");
+    let curve = summary(&rows, ThresholdRule::Quantile, "auto");
     let kmax = curve.last().map_or(1, |c| c.0).max(1) as f64;
     let svg = out.join("curve.svg");
     let root = SVGBackend::new(&svg, (560, 380)).into_drawing_area();
@@ -164,8 +187,8 @@ fn main() {
         .expect("draw");
     let series: [(&str, usize, RGBColor); 3] = [
         ("AUC", 0, RGBColor(31, 119, 180)),
-        ("sensitivity (quantile, all)", 1, RGBColor(214, 39, 40)),
-        ("specificity (quantile, all)", 2, RGBColor(255, 127, 14)),
+        ("sensitivity (quantile, auto)", 1, RGBColor(214, 39, 40)),
+        ("specificity (quantile, auto)", 2, RGBColor(255, 127, 14)),
     ];
     for (name, idx, colour) in series {
         chart

@@ -17,9 +17,11 @@
 //!   and drawn scans) and the run refuses if any pair is within the
 //!   near-duplicate distance.
 //!
-//! The threshold is chosen four ways from the same out-of-fold predictions
-//! (rule `quantile` or `logit-normal`, on all images or on the site's
-//! reviewed scans only), so the rules are compared on the same models.
+//! The threshold is chosen six ways from the same out-of-fold predictions
+//! (rule `quantile` or `logit-normal`; on all images, on the site's
+//! reviewed scans only, or `auto` as `retrain` does), so the rules are
+//! compared on the same models. The head's loss weighs each reviewed site
+//! scan as the recipe says (`reviewed_weight`), as in `retrain`.
 //! `examples/site_adaptation.rs` runs it and prints the table.
 
 use std::collections::BTreeMap;
@@ -117,8 +119,11 @@ pub struct AdaptationRow {
     pub draw: usize,
     /// The threshold rule.
     pub rule: ThresholdRule,
-    /// `all` (every training image's out-of-fold prediction) or `site`
-    /// (the reviewed site scans' only; `all` when k = 0).
+    /// `all` (every training image's out-of-fold prediction), `site` (the
+    /// reviewed site scans' only; `all` when k = 0) or `auto` (what
+    /// `retrain` does by default: `site` with at least
+    /// [`crate::retrain::MIN_REVIEWED_FOR_THRESHOLD`] site scans of each
+    /// class, else `all`).
     pub threshold_on: &'static str,
     /// Held-out site scans scored.
     pub n: usize,
@@ -328,10 +333,7 @@ pub fn run(opts: &AdaptationOptions) -> Result<Vec<AdaptationRow>> {
                 .dataset
                 .items
                 .iter()
-                .map(|i| {
-                    truth.contains_key(&i.sha256)
-                        && i.path.file_stem() == Some(std::ffi::OsStr::new(&i.sha256))
-                })
+                .map(|i| truth.contains_key(&i.sha256) && i.is_reviewed_scan())
                 .collect();
             let site_counts = [0u8, 1].map(|c| {
                 (0..is_site.len())
@@ -339,9 +341,13 @@ pub fn run(opts: &AdaptationOptions) -> Result<Vec<AdaptationRow>> {
                     .count()
             });
             for rule in [ThresholdRule::Quantile, ThresholdRule::LogitNormal] {
-                for threshold_on in ["all", "site"] {
+                let enough = site_counts
+                    .iter()
+                    .all(|&c| c >= crate::retrain::MIN_REVIEWED_FOR_THRESHOLD);
+                for threshold_on in ["all", "site", "auto"] {
+                    let on_site = threshold_on == "site" || (threshold_on == "auto" && enough);
                     let mask: Vec<usize> = (0..is_site.len())
-                        .filter(|&i| threshold_on == "all" || is_site[i])
+                        .filter(|&i| !on_site || is_site[i])
                         .collect();
                     if threshold_on == "site" && site_counts.iter().any(|&c| c < MIN_SITE_PER_CLASS)
                     {

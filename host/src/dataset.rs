@@ -73,6 +73,15 @@ pub struct Item {
     pub source: usize,
 }
 
+impl Item {
+    /// Whether the file is a reviewed device scan: `scanside review` files
+    /// each one under its content hash (`<sha256>.<ext>`), a name no other
+    /// image carries.
+    pub fn is_reviewed_scan(&self) -> bool {
+        self.path.file_stem() == Some(std::ffi::OsStr::new(&self.sha256))
+    }
+}
+
 /// A file that was not used, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {

@@ -47,6 +47,8 @@ pub struct MapShapes {
     /// Width of the last feature map at the model's input size (where the
     /// left and right halves split, for [`Asymmetry::LeftRight`]).
     pub width: usize,
+    /// Channels of the last feature map.
+    pub channels: usize,
     /// Channels of block 4's map, when the recipe reads it.
     pub block4_channels: Option<usize>,
 }
@@ -127,10 +129,17 @@ pub fn build(
         POOLED_NAME
     };
     if recipe.asymmetry == Asymmetry::None {
-        pooled_branch(graph, recipe, &features, "scanside", last);
+        pooled_branch(graph, recipe, &features, shapes.channels, "scanside", last);
     } else {
         // Global poolings, then |left − right| of the halves' poolings.
-        pooled_branch(graph, recipe, &features, "scanside", "scanside/global");
+        pooled_branch(
+            graph,
+            recipe,
+            &features,
+            shapes.channels,
+            "scanside",
+            "scanside/global",
+        );
         graph
             .initializer
             .push(i64_tensor("scanside/width_axis", &[3]));
@@ -159,7 +168,7 @@ pub fn build(
             ));
             let prefix = format!("scanside/{side}");
             let pooled = format!("{prefix}/pooled");
-            pooled_branch(graph, recipe, &half, &prefix, &pooled);
+            pooled_branch(graph, recipe, &half, shapes.channels, &prefix, &pooled);
             halves.push(pooled);
         }
         graph.node.push(node(
@@ -185,7 +194,14 @@ pub fn build(
         ));
     }
     if let Some((map, channels)) = block4 {
-        pooled_branch(graph, recipe, &map, "scanside/block4", BLOCK4_POOLED);
+        pooled_branch(
+            graph,
+            recipe,
+            &map,
+            channels,
+            "scanside/block4",
+            BLOCK4_POOLED,
+        );
         let pools = match recipe.pooling {
             Pooling::Avg | Pooling::Max => 1,
             Pooling::AvgMax => 2,
@@ -244,14 +260,16 @@ pub fn build(
     Ok(onnx_graph::encode(&model))
 }
 
-/// Nodes that pool the NCHW map `input` as `recipe` says, flatten it and
-/// apply its transform, writing the row vector `output`. Node names start
-/// with `prefix`; the global branch (`scanside`) keeps the names
-/// [`scanside_shared::explain::DenseHead`] looks for.
+/// Nodes that pool the NCHW map `input` (`channels` deep) as `recipe`
+/// says, flatten it and apply its transform, writing the row vector
+/// `output`. Node names start with `prefix`; the global branch
+/// (`scanside`) keeps the names [`scanside_shared::explain::DenseHead`]
+/// looks for.
 fn pooled_branch(
     graph: &mut GraphProto,
     recipe: &HeadConfig,
     input: &str,
+    channels: usize,
     prefix: &str,
     output: &str,
 ) {
@@ -260,6 +278,10 @@ fn pooled_branch(
         Pooling::Max => &[("GlobalMaxPool", "max")],
         Pooling::AvgMax => &[("GlobalAveragePool", "avg"), ("GlobalMaxPool", "max")],
     };
+    if recipe.transform == FeatureTransform::SqrtL2 {
+        sqrt_l2_branch(graph, pools, input, channels, prefix, output);
+        return;
+    }
     let pooled: Vec<String> = pools
         .iter()
         .map(|(op, kind)| {
@@ -286,7 +308,7 @@ fn pooled_branch(
     };
     let flat = match recipe.transform {
         FeatureTransform::None => output.to_string(),
-        FeatureTransform::Log1p => format!("{prefix}/flat"),
+        FeatureTransform::Log1p | FeatureTransform::SqrtL2 => format!("{prefix}/flat"),
     };
     graph.node.push(node(
         "Flatten",
@@ -307,6 +329,78 @@ fn pooled_branch(
         graph
             .node
             .push(node("Log", &log, &[&one_plus], &[output], vec![]));
+    }
+}
+
+/// [`pooled_branch`] for [`FeatureTransform::SqrtL2`]: each pooling
+/// flattened to `[batch, channels]`, its sum (a `MatMul` with a column of
+/// ones, which needs no opset-specific reduction), `+ ε`, the division and
+/// the root (the node `{prefix}/{kind}_sqrt_l2`), then the poolings
+/// concatenated.
+fn sqrt_l2_branch(
+    graph: &mut GraphProto,
+    pools: &[(&str, &str)],
+    input: &str,
+    channels: usize,
+    prefix: &str,
+    output: &str,
+) {
+    let (ones, eps) = (format!("{prefix}/ones"), format!("{prefix}/sqrt_l2_eps"));
+    graph.initializer.push(f32_tensor(
+        &ones,
+        &[channels as i64, 1],
+        &vec![1.0; channels],
+    ));
+    graph.initializer.push(f32_tensor(
+        &eps,
+        &[],
+        &[scanside_shared::explain::SQRT_L2_EPSILON],
+    ));
+    let mut parts = Vec::new();
+    for (op, kind) in pools {
+        let name = format!("{prefix}/{kind}");
+        let step = |s: &str| format!("{name}_{s}");
+        graph
+            .node
+            .push(node(op, &step("pool"), &[input], &[&name], vec![]));
+        graph.node.push(node(
+            "Flatten",
+            &step("flatten"),
+            &[&name],
+            &[&step("flat")],
+            vec![attr_int("axis", 1)],
+        ));
+        // Each step's node and output share a name.
+        for (op, out, inputs) in [
+            ("MatMul", "sum", [step("flat"), ones.clone()]),
+            ("Add", "sum_eps", [step("sum"), eps.clone()]),
+            ("Div", "share", [step("flat"), step("sum_eps")]),
+        ] {
+            let inputs = [inputs[0].as_str(), inputs[1].as_str()];
+            graph
+                .node
+                .push(node(op, &step(out), &inputs, &[&step(out)], vec![]));
+        }
+        let root = format!("{name}{}", scanside_shared::explain::SQRT_L2_SUFFIX);
+        let out = if pools.len() == 1 {
+            output.to_string()
+        } else {
+            root.clone()
+        };
+        graph
+            .node
+            .push(node("Sqrt", &root, &[&step("share")], &[&out], vec![]));
+        parts.push(out);
+    }
+    if parts.len() > 1 {
+        let inputs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        graph.node.push(node(
+            "Concat",
+            &format!("{prefix}/concat_pools"),
+            &inputs,
+            &[output],
+            vec![attr_int("axis", 1)],
+        ));
     }
 }
 

@@ -329,6 +329,15 @@ impl Pooling {
             Pooling::AvgMax => avg.chain(max).collect(),
         }
     }
+
+    /// How many vectors (one per pooling kind, each as long as the map has
+    /// channels) [`Pooling::apply`] concatenates.
+    pub fn parts(self) -> usize {
+        match self {
+            Pooling::Avg | Pooling::Max => 1,
+            Pooling::AvgMax => 2,
+        }
+    }
 }
 
 /// Whether the head also reads how the two sides of the brain differ.
@@ -374,7 +383,7 @@ pub fn head_input(
 ) -> Vec<f32> {
     let pooled = |m: &FeatureMap| {
         let mut row = pooling.apply(m);
-        transform.apply(&mut row);
+        transform.apply(&mut row, pooling.parts());
         row
     };
     let mut row = pooled(map);
@@ -388,13 +397,16 @@ pub fn head_input(
     row
 }
 
-/// An element-wise transform of the pooled vector before the head.
+/// A transform of the pooled vectors before the head.
 ///
 /// VGG16's pooled activations are heavy-tailed (a few channels fire tens of
 /// times harder than the rest), and a dense head on them leans on those few
 /// channels. Compressing them (`ln(1 + x)`; the activations are ≥ 0 after
 /// ReLU and pooling) lifted duplicate-grouped cross-validated AUC by about
 /// 0.01 on the team set (docs/training.md, "Choosing the head").
+/// [`FeatureTransform::SqrtL2`] compresses them the same way and also
+/// removes each vector's overall scale, which differs between scanners and
+/// contrasts (docs/validation.md, "A linear head on normalised features").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureTransform {
@@ -402,16 +414,29 @@ pub enum FeatureTransform {
     /// transform existed read back as this).
     #[default]
     None,
-    /// `ln(1 + x)`, exported as ONNX `Add` then `Log`.
+    /// `ln(1 + x)` element-wise, exported as ONNX `Add` then `Log`.
     Log1p,
+    /// Square root, then each pooled vector (one per pooling kind and
+    /// block) scaled to unit L2 length: `√(x / (Σ x + ε))` with
+    /// [`scanside_shared::explain::SQRT_L2_EPSILON`], exported as `MatMul`
+    /// with ones (the sum), `Add`, `Div` and `Sqrt`.
+    SqrtL2,
 }
 
 impl FeatureTransform {
-    /// Transform a pooled vector in place, exactly as the exported graph
-    /// does.
-    pub fn apply(self, pooled: &mut [f32]) {
-        if self == FeatureTransform::Log1p {
-            scanside_shared::explain::log1p_in_place(pooled);
+    /// Transform a pooled vector made of `parts` equally long vectors (one
+    /// per pooling kind, [`Pooling::parts`]) in place, exactly as the
+    /// exported graph does.
+    pub fn apply(self, pooled: &mut [f32], parts: usize) {
+        match self {
+            FeatureTransform::None => {}
+            FeatureTransform::Log1p => scanside_shared::explain::log1p_in_place(pooled),
+            FeatureTransform::SqrtL2 => {
+                let len = pooled.len() / parts.max(1);
+                for part in pooled.chunks_mut(len.max(1)) {
+                    scanside_shared::explain::sqrt_l2_in_place(part);
+                }
+            }
         }
     }
 }
@@ -440,9 +465,35 @@ mod tests {
             let with = head_input(&last, p, t, asymmetry, Some(&b4));
             assert_eq!(with[..without.len()], without[..]);
             let mut own = p.apply(&b4);
-            t.apply(&mut own);
+            t.apply(&mut own, p.parts());
             assert_eq!(with[without.len()..], own[..]);
             assert_eq!(own.len(), 10);
+        }
+    }
+
+    #[test]
+    fn sqrt_l2_gives_each_pooling_unit_length() {
+        let m = map(6, 3, 3, 0.5);
+        let mut row = Pooling::AvgMax.apply(&m);
+        let raw = row.clone();
+        FeatureTransform::SqrtL2.apply(&mut row, Pooling::AvgMax.parts());
+        for (part, raw) in row.chunks(6).zip(raw.chunks(6)) {
+            let norm: f32 = part.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+            // A monotone compression: the order of the channels is kept.
+            for i in 0..6 {
+                for j in 0..6 {
+                    assert_eq!(raw[i] < raw[j], part[i] < part[j]);
+                }
+            }
+        }
+        // The overall scale of a map is removed.
+        let mut brighter = m.clone();
+        brighter.data.iter_mut().for_each(|v| *v *= 7.0);
+        let mut scaled = Pooling::AvgMax.apply(&brighter);
+        FeatureTransform::SqrtL2.apply(&mut scaled, 2);
+        for (a, b) in row.iter().zip(&scaled) {
+            assert!((a - b).abs() < 1e-5);
         }
     }
 }

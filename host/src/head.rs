@@ -48,8 +48,21 @@ pub struct HeadConfig {
     /// recipes: 1.
     #[serde(default = "one_member")]
     pub ensemble: usize,
+    /// How the head is fitted: Adam on the dense network (the fields
+    /// below), or a logistic regression fitted to convergence (no hidden
+    /// layer, one member; [`crate::logistic`]). Absent in recipes recorded
+    /// before it existed, and not recorded when Adam: [`Solver::Adam`].
+    #[serde(default, skip_serializing_if = "Solver::is_adam")]
+    pub solver: Solver,
     /// Widths of the hidden ReLU layers.
     pub hidden: Vec<usize>,
+    /// How much each reviewed device scan of the dataset (a file named by
+    /// its content hash, as `scanside review` writes them) counts in the
+    /// head's loss against one other image: a new site's own scans can
+    /// outweigh the larger set it joins. Absent in recipes recorded before
+    /// it existed, and not recorded when 1: 1.
+    #[serde(default = "unit_weight", skip_serializing_if = "is_unit_weight")]
+    pub reviewed_weight: f32,
     /// Dropout probability after each hidden layer (training only).
     pub dropout: f32,
     /// Adam learning rate.
@@ -72,6 +85,43 @@ fn one_member() -> usize {
     1
 }
 
+/// The default [`HeadConfig::reviewed_weight`]: each reviewed device scan
+/// counts ten times, chosen by the site-adaptation benchmark
+/// (docs/validation.md, "Weighting a site's own scans"). It changes nothing
+/// for a dataset without reviewed scans, such as the team set.
+pub const DEFAULT_REVIEWED_WEIGHT: f32 = 10.0;
+
+fn unit_weight() -> f32 {
+    1.0
+}
+
+fn is_unit_weight(w: &f32) -> bool {
+    *w == 1.0
+}
+
+/// How a head's weights are found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Solver {
+    /// Mini-batch Adam(W) on the dense network, early-stopped (the
+    /// recipe's `hidden`, `dropout`, `learning_rate`, … apply).
+    #[default]
+    Adam,
+    /// L2-regularised logistic regression minimised to convergence, on the
+    /// head input as it is (not standardised): a linear head.
+    Logistic {
+        /// Inverse regularisation strength (scikit-learn's `C`).
+        c: f64,
+    },
+}
+
+impl Solver {
+    /// `true` for [`Solver::Adam`].
+    pub fn is_adam(&self) -> bool {
+        *self == Solver::Adam
+    }
+}
+
 impl Default for HeadConfig {
     /// The default recipe, chosen by duplicate-grouped cross-validation
     /// among the candidates in docs/training.md, "Choosing the head"
@@ -85,7 +135,9 @@ impl Default for HeadConfig {
             asymmetry: Asymmetry::None,
             blocks: Blocks::Block4Last,
             ensemble: 5,
+            solver: Solver::Adam,
             hidden: vec![256],
+            reviewed_weight: DEFAULT_REVIEWED_WEIGHT,
             dropout: 0.7,
             learning_rate: 1e-3,
             weight_decay: 1e-4,
@@ -111,6 +163,8 @@ pub struct Samples {
     pub group: Vec<usize>,
     /// Whether the row is an original view (not augmented).
     pub original: Vec<bool>,
+    /// Weight of the row in the loss (times its class weight).
+    pub weight: Vec<f32>,
 }
 
 impl Samples {
@@ -124,14 +178,37 @@ impl Samples {
         self.y.is_empty()
     }
 
-    /// Append a row.
+    /// Append a row of weight 1.
     pub fn push(&mut self, x: &[f32], y: u8, group: usize, original: bool) {
+        self.push_weighted(x, y, group, original, 1.0);
+    }
+
+    /// Append a row with a loss weight.
+    pub fn push_weighted(&mut self, x: &[f32], y: u8, group: usize, original: bool, weight: f32) {
         debug_assert!(self.dim == 0 || self.dim == x.len());
         self.dim = x.len();
         self.x.extend_from_slice(x);
         self.y.push(y);
         self.group.push(group);
         self.original.push(original);
+        self.weight.push(weight);
+    }
+
+    /// Class weights `W / (2 W_class)`, `W` the total row weight (the row
+    /// count when every weight is 1), so that both classes weigh the same
+    /// in total; a class without rows counts as weight 1.
+    pub fn class_weights(&self) -> [f32; 2] {
+        let positives: f32 = self
+            .y
+            .iter()
+            .zip(&self.weight)
+            .filter(|(y, _)| **y == 1)
+            .map(|(_, w)| w)
+            .sum();
+        let total: f32 = self.weight.iter().sum();
+        let positives = positives.max(1.0);
+        let negatives = (total - positives).max(1.0);
+        [total / (2.0 * negatives), total / (2.0 * positives)]
     }
 
     fn row(&self, i: usize) -> &[f32] {
@@ -141,7 +218,13 @@ impl Samples {
     fn subset(&self, rows: &[usize]) -> Samples {
         let mut s = Samples::default();
         for &i in rows {
-            s.push(self.row(i), self.y[i], self.group[i], self.original[i]);
+            s.push_weighted(
+                self.row(i),
+                self.y[i],
+                self.group[i],
+                self.original[i],
+                self.weight[i],
+            );
         }
         s
     }
@@ -357,7 +440,10 @@ fn prepare(
         x: Tensor::from_vec(standardise(s, mean, inv_std), (n, s.dim), dev)?,
         y: Tensor::from_vec(s.y.iter().map(|&v| v as u32).collect::<Vec<_>>(), n, dev)?,
         w: Tensor::from_vec(
-            s.y.iter().map(|&v| class_w[v as usize]).collect::<Vec<_>>(),
+            s.y.iter()
+                .zip(&s.weight)
+                .map(|(&v, &w)| class_w[v as usize] * w)
+                .collect::<Vec<_>>(),
             n,
             dev,
         )?,
@@ -369,7 +455,21 @@ fn prepare(
 /// `cfg.seed + k · MEMBER_SEED_STRIDE`, merged into one head whose logits are the
 /// members' mean. `best_epoch` is the members' median best epoch and
 /// `history` the first member's.
+///
+/// With [`Solver::Logistic`] the one deterministic fit of
+/// [`crate::logistic::fit`] on every row (`stopping` does not apply); the
+/// recipe must have no hidden layer and one member.
 pub fn fit(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<TrainedHead> {
+    if let Solver::Logistic { c } = cfg.solver {
+        if !cfg.hidden.is_empty() || cfg.ensemble > 1 || !(c > 0.0 && c.is_finite()) {
+            return Err(crate::Error::Config(format!(
+                "a logistic head has no hidden layer, one member and C > 0 \
+                 (recipe: hidden {:?}, ensemble {}, C {c})",
+                cfg.hidden, cfg.ensemble
+            )));
+        }
+        return Ok(crate::logistic::fit(samples, c));
+    }
     let members = (0..cfg.ensemble.max(1) as u64)
         .map(|k| {
             let member = HeadConfig {
@@ -487,10 +587,7 @@ fn fit_one(samples: &Samples, cfg: &HeadConfig, stopping: Stopping) -> Result<Tr
     let train = samples.subset(&train_rows);
     let val = samples.subset(&val_rows);
     let (mean, inv_std) = column_stats(&train);
-    let positives = train.y.iter().filter(|&&v| v == 1).count().max(1) as f32;
-    let negatives = (train.len() as f32 - positives).max(1.0);
-    let n = train.len() as f32;
-    let class_w = [n / (2.0 * negatives), n / (2.0 * positives)];
+    let class_w = train.class_weights();
     let tr = prepare(&train, &mean, &inv_std, class_w, &dev)?;
     let va = (!val.is_empty())
         .then(|| prepare(&val, &mean, &inv_std, class_w, &dev))

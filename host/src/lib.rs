@@ -50,6 +50,7 @@ pub mod guard;
 pub mod head;
 pub mod html_report;
 pub mod int8;
+pub mod logistic;
 pub mod metrics;
 pub mod onnx_graph;
 pub mod operating_point;

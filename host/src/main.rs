@@ -15,7 +15,7 @@ use scanside::backbone::{self, ImportOptions};
 use scanside::calibrate::RangeMethod;
 use scanside::features::{Asymmetry, Blocks, FeatureCache, FeatureTransform, Pooling};
 use scanside::guard::GuardOptions;
-use scanside::head::HeadConfig;
+use scanside::head::{HeadConfig, Solver};
 use scanside::int8::QuantizeOptions;
 use scanside::operating_point::ThresholdRule;
 use scanside::quantize::Scheme;
@@ -91,9 +91,10 @@ struct RetrainArgs {
     #[arg(long)]
     note: Option<String>,
     /// Which out-of-fold predictions set the candidate's threshold: `all`
-    /// images, or only the newly `reviewed` scans (a site's own; needs at
-    /// least 20 of each class).
-    #[arg(long, value_enum, default_value = "all")]
+    /// images, only the newly `reviewed` scans (a site's own; needs at
+    /// least 20 of each class), or `auto`: the reviewed scans when there
+    /// are 20 of each class, else all.
+    #[arg(long, value_enum, default_value = "auto")]
     threshold_on: ThresholdOnArg,
     /// Print the comparison as one JSON object.
     #[arg(long)]
@@ -221,8 +222,13 @@ impl From<NormalisationArg> for Normalisation {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TransformArg {
+    /// The pooled values as they are.
     None,
+    /// ln(1 + x) of every value.
     Log1p,
+    /// Square root, each pooling's vector scaled to unit length.
+    #[value(name = "sqrt-l2")]
+    SqrtL2,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -262,6 +268,8 @@ enum ThresholdOnArg {
     All,
     /// The newly reviewed scans only.
     Reviewed,
+    /// The newly reviewed scans with 20 of each class, else all.
+    Auto,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -396,6 +404,19 @@ struct RecipeArgs {
     /// Heads trained with different seeds whose logits are averaged.
     #[arg(long, default_value_t = HeadConfig::default().ensemble)]
     ensemble: usize,
+    /// Fit a linear head as L2-regularised logistic regression to
+    /// convergence, with inverse regularisation strength C (no hidden
+    /// layer, one member, rows not standardised: meant for
+    /// `--feature-transform sqrt-l2`) instead of the Adam-trained network.
+    #[arg(long, value_name = "C", conflicts_with_all = [
+        "hidden", "ensemble", "dropout", "learning_rate", "weight_decay", "max_epochs", "patience",
+    ])]
+    logistic: Option<f64>,
+    /// How much each reviewed device scan in the data (as `scanside
+    /// review` files them) counts in the head's loss against one other
+    /// image, so that a site's own scans can outweigh the set they join.
+    #[arg(long, default_value_t = HeadConfig::default().reviewed_weight)]
+    reviewed_weight: f32,
     /// Dropout after each hidden layer.
     #[arg(long, default_value_t = HeadConfig::default().dropout)]
     dropout: f32,
@@ -668,7 +689,11 @@ fn retrain(a: RetrainArgs, given: &dyn Fn(&str) -> bool) -> Result<ExitCode> {
         base: a.base,
         tolerance: a.tolerance,
         note: a.note,
-        threshold_on_reviewed: a.threshold_on == ThresholdOnArg::Reviewed,
+        threshold_on: match a.threshold_on {
+            ThresholdOnArg::All => scanside::retrain::ThresholdOn::All,
+            ThresholdOnArg::Reviewed => scanside::retrain::ThresholdOn::Reviewed,
+            ThresholdOnArg::Auto => scanside::retrain::ThresholdOn::Auto,
+        },
     };
     let r = scanside::retrain::run(&opts).context("retrain failed")?;
     let c = &r.comparison;
@@ -777,6 +802,7 @@ impl RecipeArgs {
                 None => HeadConfig::default().transform,
                 Some(TransformArg::None) => FeatureTransform::None,
                 Some(TransformArg::Log1p) => FeatureTransform::Log1p,
+                Some(TransformArg::SqrtL2) => FeatureTransform::SqrtL2,
             },
             asymmetry: match self.asymmetry {
                 None => HeadConfig::default().asymmetry,
@@ -788,8 +814,20 @@ impl RecipeArgs {
                 Some(BlocksArg::Last) => Blocks::Last,
                 Some(BlocksArg::Block4Last) => Blocks::Block4Last,
             },
-            ensemble: self.ensemble,
-            hidden: self.hidden,
+            ensemble: if self.logistic.is_some() {
+                1
+            } else {
+                self.ensemble
+            },
+            solver: self
+                .logistic
+                .map_or(Solver::Adam, |c| Solver::Logistic { c }),
+            hidden: if self.logistic.is_some() {
+                vec![]
+            } else {
+                self.hidden
+            },
+            reviewed_weight: self.reviewed_weight,
             dropout: self.dropout,
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,

@@ -73,9 +73,26 @@ pub struct RetrainOptions {
     pub tolerance: f64,
     /// A sentence for the lineage's list of changes.
     pub note: Option<String>,
-    /// Choose the candidate's threshold on the out-of-fold predictions of
-    /// the newly reviewed scans only (the site's own), not on every image.
-    pub threshold_on_reviewed: bool,
+    /// Which out-of-fold predictions choose the candidate's threshold.
+    pub threshold_on: ThresholdOn,
+}
+
+/// Which of the candidate's out-of-fold predictions its threshold is
+/// chosen on (`retrain --threshold-on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdOn {
+    /// Every training image.
+    All,
+    /// The newly reviewed scans only (the site's own); refused with fewer
+    /// than [`MIN_REVIEWED_FOR_THRESHOLD`] of either class.
+    Reviewed,
+    /// The newly reviewed scans when there are at least
+    /// [`MIN_REVIEWED_FOR_THRESHOLD`] of each class, otherwise every image:
+    /// after site adaptation the site's own scans set the operating point
+    /// (docs/validation.md, "Weighting a site's own scans").
+    #[default]
+    Auto,
 }
 
 /// Reviewed scans of each class that `--threshold-on reviewed` needs.
@@ -314,6 +331,35 @@ pub fn inherit(
         "max_epochs" => head.max_epochs;
         "patience" => head.patience;
         "seed" => head.seed;
+        "logistic" => head.solver;
+    }
+    // How much the reviewed scans count is this retrain's setting (the
+    // flag, or its default), not the base's: a base trained before the
+    // setting existed, or on no reviewed scans, says nothing about it.
+    o.head.reviewed_weight = flags.head.reviewed_weight;
+    // `--logistic` also sets `hidden` and `ensemble`; a dense-network flag
+    // on a logistic parent asks for the dense network again.
+    if given("logistic") {
+        o.head.hidden = Vec::new();
+        o.head.ensemble = 1;
+    } else if [
+        "hidden",
+        "ensemble",
+        "dropout",
+        "learning_rate",
+        "weight_decay",
+    ]
+    .iter()
+    .any(|f| given(f))
+        && !o.head.solver.is_adam()
+    {
+        o.head.solver = crate::head::Solver::Adam;
+        if !given("hidden") {
+            o.head.hidden = HeadConfig::default().hidden;
+        }
+        if !given("ensemble") {
+            o.head.ensemble = HeadConfig::default().ensemble;
+        }
     }
     // The guard: the base's options (the default if the base has none, so
     // every candidate carries one), each guard flag given overriding its
@@ -341,11 +387,16 @@ pub fn inherit(
 fn recipe_changes(parent: &TrainOptions, candidate: &TrainOptions) -> Vec<String> {
     let mut changes = Vec::new();
     // Fields left out of the recording at their old value (`asymmetry`,
-    // `blocks`) are compared at that value.
+    // `blocks`, `solver`, `reviewed_weight`) are compared at that value.
     let as_map = |h: &HeadConfig| match serde_json::to_value(h).expect("serialises") {
         serde_json::Value::Object(mut m) => {
-            for (key, absent) in [("asymmetry", "none"), ("blocks", "last")] {
-                m.entry(key).or_insert_with(|| absent.into());
+            for (key, absent) in [
+                ("asymmetry", serde_json::json!("none")),
+                ("blocks", serde_json::json!("last")),
+                ("solver", serde_json::json!("adam")),
+                ("reviewed_weight", serde_json::json!(1.0)),
+            ] {
+                m.entry(key).or_insert(absent);
             }
             m
         }
@@ -464,18 +515,19 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
     // reviewed scans (`<sha256>.<ext>`), including copies of scans that
     // were already in the data under another name.
     let review_copy = |i: &crate::dataset::Item| {
-        reviewed.contains(&i.sha256)
-            && !parent_reviewed.contains(&i.sha256)
-            && i.path.file_stem().is_some_and(|s| *s == *i.sha256)
+        reviewed.contains(&i.sha256) && !parent_reviewed.contains(&i.sha256) && i.is_reviewed_scan()
     };
     let parent_data_verified =
         prep.dataset.content_sha256_of(|i| !review_copy(i)) == parent.training_data_sha256;
 
     // 2. Both recipes, same folds.
     let folds = train::fold_assignment(&prep, cand);
-    let threshold_mask = if opts.threshold_on_reviewed {
-        let counts = [0u8, 1].map(|c| regression.iter().filter(|&&i| prep.labels[i] == c).count());
-        if counts.iter().any(|&c| c < MIN_REVIEWED_FOR_THRESHOLD) {
+    let counts = [0u8, 1].map(|c| regression.iter().filter(|&&i| prep.labels[i] == c).count());
+    let enough = counts.iter().all(|&c| c >= MIN_REVIEWED_FOR_THRESHOLD);
+    let threshold_mask = if opts.threshold_on == ThresholdOn::Reviewed
+        || (opts.threshold_on == ThresholdOn::Auto && enough)
+    {
+        if !enough {
             return Err(Error::Config(format!(
                 "--threshold-on reviewed needs at least {MIN_REVIEWED_FOR_THRESHOLD} newly \
                  reviewed scans of each class; there are {} {} and {} {}",
@@ -936,6 +988,61 @@ mod tests {
             lineage: None,
             extra: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_reviewed_weight_is_the_retrains_not_the_bases() {
+        // A base recorded before the setting (weight 1, not recorded).
+        let parent_head = HeadConfig {
+            reviewed_weight: 1.0,
+            ..HeadConfig::default()
+        };
+        let parent = parent_manifest(&parent_head);
+        assert!(parent.head["config"].get("reviewed_weight").is_none());
+        let mut flags = TrainOptions::new("data", "backbone", "out");
+        let o = inherit(&parent, &flags, &|_| false).unwrap();
+        assert_eq!(o.head.reviewed_weight, crate::head::DEFAULT_REVIEWED_WEIGHT);
+        let changes = recipe_changes(&parent_recipe(&parent, &flags).unwrap(), &o);
+        assert_eq!(changes, ["head reviewed_weight: 1.0 → 10.0"]);
+        flags.head.reviewed_weight = 4.0;
+        let given = inherit(&parent, &flags, &|f| f == "reviewed_weight").unwrap();
+        assert_eq!(given.head.reviewed_weight, 4.0);
+    }
+
+    #[test]
+    fn a_logistic_parent_stays_logistic_until_a_network_flag_is_given() {
+        use crate::head::Solver;
+        let parent_head = HeadConfig {
+            solver: Solver::Logistic { c: 2.0 },
+            transform: crate::features::FeatureTransform::SqrtL2,
+            hidden: vec![],
+            ensemble: 1,
+            ..HeadConfig::default()
+        };
+        let parent = parent_manifest(&parent_head);
+        let mut flags = TrainOptions::new("data", "backbone", "out");
+        let kept = inherit(&parent, &flags, &|_| false).unwrap();
+        assert_eq!(kept.head, parent_head);
+        // A new C.
+        flags.head.solver = Solver::Logistic { c: 0.5 };
+        flags.head.hidden = vec![];
+        flags.head.ensemble = 1;
+        let c = inherit(&parent, &flags, &|f| f == "logistic").unwrap();
+        assert_eq!(c.head.solver, Solver::Logistic { c: 0.5 });
+        let changes = recipe_changes(&parent_recipe(&parent, &flags).unwrap(), &c);
+        assert_eq!(
+            changes,
+            ["head solver: {\"logistic\":{\"c\":2.0}} → {\"logistic\":{\"c\":0.5}}"]
+        );
+        // A dense-network flag asks for the network again, with the
+        // default's width and members where not given.
+        flags.head.dropout = 0.3;
+        let net = inherit(&parent, &flags, &|f| f == "dropout").unwrap();
+        assert_eq!(net.head.solver, Solver::Adam);
+        assert_eq!(net.head.hidden, HeadConfig::default().hidden);
+        assert_eq!(net.head.ensemble, HeadConfig::default().ensemble);
+        assert_eq!(net.head.dropout, 0.3);
+        assert_eq!(net.head.transform, parent_head.transform);
     }
 
     #[test]

@@ -150,6 +150,17 @@ impl TrainOptions {
                 self.head.ensemble
             ));
         }
+        if !(self.head.reviewed_weight > 0.0 && self.head.reviewed_weight.is_finite()) {
+            return bad(format!(
+                "--reviewed-weight must be a positive number, got {}",
+                self.head.reviewed_weight
+            ));
+        }
+        if let crate::head::Solver::Logistic { c } = self.head.solver
+            && !(c > 0.0 && c.is_finite())
+        {
+            return bad(format!("--logistic C must be a positive number, got {c}"));
+        }
         if let Some(g) = &self.guard {
             if !(g.pass_target > 0.5 && g.pass_target <= 1.0) {
                 return bad(format!(
@@ -429,13 +440,14 @@ fn samples(
     pooled: &[Vec<Vec<f32>>],
     labels: &[u8],
     group: &[usize],
+    weight: &[f32],
     items: &[usize],
     views: usize,
 ) -> Samples {
     let mut s = Samples::default();
     for &i in items {
         for (v, row) in pooled[i].iter().take(views).enumerate() {
-            s.push(row, labels[i], group[i], v == 0);
+            s.push_weighted(row, labels[i], group[i], v == 0, weight[i]);
         }
     }
     s
@@ -469,6 +481,23 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The loss weight of each item for `head`: its
+    /// [`HeadConfig::reviewed_weight`] for a reviewed device scan
+    /// ([`crate::dataset::Item::is_reviewed_scan`]), 1 otherwise.
+    pub fn item_weights(&self, head: &HeadConfig) -> Vec<f32> {
+        self.dataset
+            .items
+            .iter()
+            .map(|i| {
+                if i.is_reviewed_scan() {
+                    head.reviewed_weight
+                } else {
+                    1.0
+                }
+            })
+            .collect()
+    }
+
     /// Head input rows `[item][view]` for a head configuration: pooled, then
     /// transformed.
     ///
@@ -627,6 +656,7 @@ pub fn cross_validate_on(
 ) -> Result<CvResult> {
     let sets_threshold = |i: usize| threshold_on.is_none_or(|m| m[i]);
     let pooled = prep.pooled(&opts.head);
+    let weights = prep.item_weights(&opts.head);
     let labels = &prep.labels;
     let group = &prep.groups.of_item;
     let views = 1 + opts.augmented_views;
@@ -646,7 +676,7 @@ pub fn cross_validate_on(
                 ..opts.head.clone()
             };
             let head = fit(
-                &samples(&pooled, labels, group, &train, views),
+                &samples(&pooled, labels, group, &weights, &train, views),
                 &cfg,
                 Stopping::EarlyOnValidation,
             )?;
@@ -875,6 +905,7 @@ pub fn fit_final(prep: &Prepared, cv: &CvResult, opts: &TrainOptions) -> Result<
             &pooled,
             &prep.labels,
             &prep.groups.of_item,
+            &prep.item_weights(&opts.head),
             &all,
             1 + opts.augmented_views,
         ),
@@ -1017,6 +1048,7 @@ fn export_verified(
     };
     let shapes = export::MapShapes {
         width: prep.maps[0][0].width,
+        channels: prep.maps[0][0].channels,
         block4_channels: prep.block4.as_ref().map(|b| b[0][0].channels),
     };
     let bytes = export::build(backbone, &opts.head, &head, &manifest, shapes)?;

@@ -810,18 +810,25 @@ fn block4_features_export_quantize_and_explain() {
     let o = scanside(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o.stderr));
 
+    explain_each(&[model, out.join("model-int8.onnx")], &data, dir.path());
+}
+
+/// `scanside explain --json` of one tumour image of `data` with each model
+/// succeeds and draws an overlay (explain refuses a head it reads back
+/// wrongly).
+fn explain_each(models: &[PathBuf], data: &Path, dir: &Path) {
     let image = std::fs::read_dir(data.join("yes"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| !p.ends_with("broken scan.jpg"))
         .unwrap();
-    for m in [model, out.join("model-int8.onnx")] {
+    for m in models {
         let o = scanside(&[
             "explain",
             "--model",
-            s(&m),
+            s(m),
             "--out",
-            s(&dir.path().join("explain")),
+            s(&dir.join("explain")),
             "--json",
             s(&image),
         ]);
@@ -835,6 +842,79 @@ fn block4_features_export_quantize_and_explain() {
         let line: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
         assert!(line["overlay"].is_string(), "{line}");
     }
+}
+
+/// A logistic head on square-root unit-length poolings of both blocks
+/// (`--feature-transform sqrt-l2 --logistic C`): `train` exports the
+/// transform as graph nodes and verifies the model in tract against the
+/// in-memory pipeline (or fails), records the recipe, passes the int8 gate,
+/// and `explain` reads the head back (one layer, the transform recognised)
+/// reproducing both models' output (or refusing). The dense-network flags
+/// conflict with `--logistic`.
+#[test]
+fn logistic_head_on_sqrt_l2_features_exports_quantizes_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_dataset(&data, 8);
+    let out = dir.path().join("run");
+    let recipe = [
+        "--size",
+        "64",
+        "--views",
+        "1",
+        "--folds",
+        "2",
+        "--repeats",
+        "1",
+        "--blocks",
+        "block4-last",
+        "--feature-transform",
+        "sqrt-l2",
+        "--logistic",
+        "1",
+        "--max-accuracy-drop",
+        "0.2",
+        "--quiet",
+    ];
+    let mut conflicting = train_args(dir.path(), &recipe);
+    conflicting.extend(["--hidden".to_string(), "16".to_string()]);
+    let o = scanside(&conflicting.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--hidden"), "{}", text(&o.stderr));
+    assert!(!out.join("model.onnx").exists());
+
+    let args = train_args(dir.path(), &recipe);
+    let (_, proto) = train_ok(&args, &out);
+    let ops = op_counts(&proto);
+    // One root per pooling kind and block, each after its sum (MatMul with
+    // ones) and division; no ln(1 + x).
+    assert_eq!(ops.get("Sqrt"), Some(&4), "{ops:?}");
+    assert_eq!(ops.get("Log"), None, "{ops:?}");
+    let head = scanside_shared::explain::DenseHead::from_proto(&proto).unwrap();
+    assert_eq!(
+        head.transform,
+        scanside_shared::explain::PooledTransform::SqrtL2
+    );
+    assert_eq!(head.layers.len(), 1, "a linear head");
+    assert_eq!(head.layers[0].inputs, 2048);
+    let meta = scanside::onnx_graph::metadata(&proto);
+    assert!(
+        meta.values()
+            .any(|v| v.contains("\"transform\":\"sqrt_l2\"")
+                && v.contains("\"solver\":{\"logistic\":{\"c\":1.0}}")),
+        "the recipe is recorded: {meta:?}"
+    );
+    let q: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("quantization.json")).unwrap()).unwrap();
+    assert!(
+        q["training"]["decision_agreement"].as_f64().unwrap() >= 0.99,
+        "{q}"
+    );
+    explain_each(
+        &[out.join("model.onnx"), out.join("model-int8.onnx")],
+        &data,
+        dir.path(),
+    );
 }
 
 /// `scanside retrain` on the model `train` wrote: recipe flags not given

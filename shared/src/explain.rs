@@ -4,7 +4,8 @@
 //! host's `export` module). The backbone's last feature map `A` (channels
 //! `k`, positions `i, j`; 7 × 7 × 512 for VGG16 at 224²) is pooled per
 //! channel (global average, global max, or both concatenated), optionally
-//! compressed by `ln(1 + x)`, and the head turns the pooled vector into two
+//! compressed by `ln(1 + x)` or by a square root with each pooling's vector
+//! scaled to unit length, and the head turns the pooled vector into two
 //! logits `z`. For the label the model
 //! gave, class `c`, the *evidence* is the log-odds `s = z_c − z_other`
 //! (`log p_c / p_other`).
@@ -16,8 +17,10 @@
 //! (ReLU masks from the forward pass) gives `∂s/∂pooled`; average pooling
 //! spreads it as `1/(HW)` over every position and max pooling hands it to the
 //! arg-max position, so `α_k = (g_avg,k + g_max,k) / (HW)` (each `g`
-//! times `1 / (1 + pooled)` behind the `ln(1 + x)` transform). The tests check
-//! these gradients against finite differences of the head itself.
+//! times `1 / (1 + pooled)` behind the `ln(1 + x)` transform, and through
+//! the Jacobian of `√(x / Σ x)` behind the square-root unit-length one,
+//! [`PooledTransform`]). The tests check these gradients against finite
+//! differences of the head itself.
 //!
 //! A head may also read the brain's left–right asymmetry: the same poolings
 //! over the left and right halves of the map's columns ([`half_columns`]),
@@ -65,6 +68,82 @@ pub const LOG1P_NODE: &str = "scanside/log1p";
 /// training rows.
 pub fn log1p_in_place(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = (1.0 + *v).ln());
+}
+
+/// Suffix of the `Sqrt` node that ends the exporter's square-root and unit
+/// length transform of one pooled vector (`scanside/avg_sqrt_l2`,
+/// `scanside/max_sqrt_l2`, …), when the model has it.
+pub const SQRT_L2_SUFFIX: &str = "_sqrt_l2";
+
+/// The ε in `√(x / (Σ x + ε))` ([`sqrt_l2_in_place`]).
+pub const SQRT_L2_EPSILON: f32 = 1e-6;
+
+/// The square root of one pooled vector scaled to unit L2 length,
+/// `√(x / (Σ x + ε))` (the values are ≥ 0 after ReLU and pooling, and
+/// `‖√x‖² = Σ x`), as the exported graph computes it: the sum, `+ ε`, the
+/// division, then the root.
+pub fn sqrt_l2_in_place(values: &mut [f32]) {
+    let sum = values.iter().sum::<f32>() + SQRT_L2_EPSILON;
+    values.iter_mut().for_each(|v| *v = (*v / sum).sqrt());
+}
+
+/// The transform between a head's poolings and its dense layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PooledTransform {
+    /// The pooled values as they are.
+    None,
+    /// `ln(1 + x)` element-wise (a [`LOG1P_NODE`] in the graph).
+    Log1p,
+    /// [`sqrt_l2_in_place`] on each pooling's vector (nodes named with
+    /// [`SQRT_L2_SUFFIX`]).
+    SqrtL2,
+}
+
+impl PooledTransform {
+    /// Transform the concatenated poolings of one region (`pools` vectors
+    /// of equal length) in place.
+    fn apply(self, values: &mut [f32], pools: usize) {
+        match self {
+            PooledTransform::None => {}
+            PooledTransform::Log1p => log1p_in_place(values),
+            PooledTransform::SqrtL2 => {
+                let len = (values.len() / pools.max(1)).max(1);
+                values.chunks_mut(len).for_each(sqrt_l2_in_place);
+            }
+        }
+    }
+
+    /// Turn `∂s/∂t` (gradient with respect to the transformed values `t`)
+    /// into `∂s/∂x` (with respect to the raw poolings `x`), in place.
+    ///
+    /// For `ln(1 + x)`: `1 / (1 + x)`. For `t = √(x / S)`, `S = Σ x + ε`:
+    /// `∂s/∂x_k = g_k / (2 t_k S) − Σ_i g_i t_i / (2 S)`; where `t_k = 0`
+    /// (a channel that is zero everywhere) the first term is taken as 0,
+    /// the one-sided derivative being infinite and the channel adding
+    /// nothing to a Grad-CAM map.
+    fn backward(self, g: &mut [f32], raw: &[f32], pools: usize) {
+        match self {
+            PooledTransform::None => {}
+            PooledTransform::Log1p => g.iter_mut().zip(raw).for_each(|(gj, x)| *gj /= 1.0 + x),
+            PooledTransform::SqrtL2 => {
+                let len = (raw.len() / pools.max(1)).max(1);
+                for (g, x) in g.chunks_mut(len).zip(raw.chunks(len)) {
+                    let sum = x.iter().sum::<f32>() + SQRT_L2_EPSILON;
+                    let t: Vec<f32> = x.iter().map(|v| (v / sum).sqrt()).collect();
+                    let shared: f32 =
+                        g.iter().zip(&t).map(|(a, b)| a * b).sum::<f32>() / (2.0 * sum);
+                    for (gk, tk) in g.iter_mut().zip(&t) {
+                        let own = if *tk > 0.0 {
+                            *gk / (2.0 * tk * sum)
+                        } else {
+                            0.0
+                        };
+                        *gk = own - shared;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Name of the `Abs` node that computes the exporter's left–right
@@ -174,9 +253,8 @@ impl FeatureMap {
 pub struct DenseHead {
     /// The poolings, concatenated in this order.
     pub pools: Vec<Pool>,
-    /// Whether the pooled vector goes through `ln(1 + x)` before the dense
-    /// layers (a [`LOG1P_NODE`] node in the graph).
-    pub log1p: bool,
+    /// The transform between the poolings and the dense layers.
+    pub transform: PooledTransform,
     /// Whether `|left − right|` of the transformed half-map poolings
     /// follows the global ones (an [`ASYMMETRY_NODE`] in the graph).
     pub asymmetry: bool,
@@ -348,14 +426,24 @@ impl DenseHead {
                     ))
                 )))
             }
-            Some(_) => Ok(DenseHead {
-                pools,
-                log1p: node(LOG1P_NODE).is_some(),
-                asymmetry,
-                layers,
-                feature_tensor,
-                earlier,
-            }),
+            Some(_) => {
+                Ok(DenseHead {
+                    pools,
+                    transform: if node(LOG1P_NODE).is_some() {
+                        PooledTransform::Log1p
+                    } else if graph.node.iter().any(|n| {
+                        n.name.starts_with("scanside/") && n.name.ends_with(SQRT_L2_SUFFIX)
+                    }) {
+                        PooledTransform::SqrtL2
+                    } else {
+                        PooledTransform::None
+                    },
+                    asymmetry,
+                    layers,
+                    feature_tensor,
+                    earlier,
+                })
+            }
         }
     }
 
@@ -417,6 +505,13 @@ impl DenseHead {
 
     /// The global poolings of `map`, transformed.
     fn pooled_block(&self, map: &FeatureMap) -> Vec<f32> {
+        let mut out = self.raw_block(map);
+        self.transform.apply(&mut out, self.pools.len());
+        out
+    }
+
+    /// The global poolings of `map`, before the transform.
+    fn raw_block(&self, map: &FeatureMap) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.pools.len() * map.channels);
         for pool in &self.pools {
             out.extend((0..map.channels).map(|k| {
@@ -426,9 +521,6 @@ impl DenseHead {
                     Pool::Max => c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 }
             }));
-        }
-        if self.log1p {
-            log1p_in_place(&mut out);
         }
         out
     }
@@ -488,16 +580,12 @@ impl DenseHead {
                 }
             }
         }
-        // d ln(1 + p) / dp = 1 / (1 + p) = exp(−ln(1 + p)), from the
-        // transformed value t.
-        let transform_slope = |t: f32| if self.log1p { (-t).exp() } else { 1.0 };
         let width = self.pools.len() * map.channels;
+        let pools = self.pools.len();
         // The earlier block's values do not depend on the map.
         g.truncate(width * self.blocks());
         let asymmetry = g.split_off(width);
-        for (gj, &t) in g.iter_mut().zip(&forward.activations[0]) {
-            *gj *= transform_slope(t);
-        }
+        self.transform.backward(&mut g, &self.raw_block(map), pools);
         let mut regions = vec![Region {
             columns: 0..map.width,
             gradient: g,
@@ -512,18 +600,16 @@ impl DenseHead {
                 _ => 0.0,
             };
             let [left_cols, right_cols] = half_columns(map.width);
-            regions.push(Region {
-                columns: left_cols,
-                gradient: (0..width)
-                    .map(|j| asymmetry[j] * sign(j) * transform_slope(left[j]))
-                    .collect(),
-            });
-            regions.push(Region {
-                columns: right_cols,
-                gradient: (0..width)
-                    .map(|j| -asymmetry[j] * sign(j) * transform_slope(right[j]))
-                    .collect(),
-            });
+            for (cols, side) in [(left_cols, 1.0f32), (right_cols, -1.0)] {
+                let mut gradient: Vec<f32> =
+                    (0..width).map(|j| side * asymmetry[j] * sign(j)).collect();
+                let raw = self.raw_block(&map.columns(cols.clone()));
+                self.transform.backward(&mut gradient, &raw, pools);
+                regions.push(Region {
+                    columns: cols,
+                    gradient,
+                });
+            }
         }
         regions
     }
@@ -767,7 +853,7 @@ mod tests {
             .collect();
         DenseHead {
             pools,
-            log1p: false,
+            transform: PooledTransform::None,
             asymmetry,
             layers,
             feature_tensor: "features".into(),
@@ -814,19 +900,24 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_for_every_pooling() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (pools, log1p, asymmetry, earlier) in [
-            (vec![Pool::Average], false, false, 0),
-            (vec![Pool::Max], false, false, 0),
-            (vec![Pool::Average, Pool::Max], false, false, 0),
-            (vec![Pool::Average, Pool::Max], true, false, 0),
-            (vec![Pool::Average], false, true, 0),
-            (vec![Pool::Max], true, true, 0),
-            (vec![Pool::Average, Pool::Max], true, true, 0),
-            (vec![Pool::Average, Pool::Max], true, false, 6),
-            (vec![Pool::Average, Pool::Max], true, true, 6),
+        use PooledTransform::{Log1p, None as Plain, SqrtL2};
+        for (pools, transform, asymmetry, earlier) in [
+            (vec![Pool::Average], Plain, false, 0),
+            (vec![Pool::Max], Plain, false, 0),
+            (vec![Pool::Average, Pool::Max], Plain, false, 0),
+            (vec![Pool::Average, Pool::Max], Log1p, false, 0),
+            (vec![Pool::Average], Plain, true, 0),
+            (vec![Pool::Max], Log1p, true, 0),
+            (vec![Pool::Average, Pool::Max], Log1p, true, 0),
+            (vec![Pool::Average, Pool::Max], Log1p, false, 6),
+            (vec![Pool::Average, Pool::Max], Log1p, true, 6),
+            (vec![Pool::Average], SqrtL2, false, 0),
+            (vec![Pool::Average, Pool::Max], SqrtL2, false, 0),
+            (vec![Pool::Average, Pool::Max], SqrtL2, true, 0),
+            (vec![Pool::Average, Pool::Max], SqrtL2, false, 6),
         ] {
             let head = DenseHead {
-                log1p,
+                transform,
                 ..with_earlier(&mut rng, pools.clone(), 4, asymmetry, earlier)
             };
             let map = random_map(&mut rng, 4);
@@ -839,7 +930,7 @@ mod tests {
                     let fd = directional(&head, &map, &fixed, class, &e);
                     assert!(
                         (fd - grad[idx]).abs() < 2e-3,
-                        "{pools:?} log1p {log1p} asymmetry {asymmetry} earlier {earlier} class {class} index {idx}: analytic {} vs finite difference {fd}",
+                        "{pools:?} {transform:?} asymmetry {asymmetry} earlier {earlier} class {class} index {idx}: analytic {} vs finite difference {fd}",
                         grad[idx]
                     );
                 }
@@ -892,7 +983,7 @@ mod tests {
         // grows with that channel: the map is the channel, scaled to 1.
         let head = DenseHead {
             pools: vec![Pool::Average],
-            log1p: false,
+            transform: PooledTransform::None,
             asymmetry: false,
             layers: vec![Dense {
                 inputs: 1,

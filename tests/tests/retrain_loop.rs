@@ -238,7 +238,7 @@ fn classify_dispute_export_review_retrain_install_and_roll_back() {
             models_dir: models.clone(),
             tolerance: 0.05,
             note: Some("test".into()),
-            threshold_on_reviewed: false,
+            threshold_on: scanside::retrain::ThresholdOn::All,
         }
     };
     let mut bad_flags = recipe.clone();
