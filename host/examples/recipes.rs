@@ -203,6 +203,7 @@ fn main() {
             with_block4("logistic C0.3 avg+max sqrt-l2 block4", logistic(0.3)),
             with_block4("logistic C3 avg+max sqrt-l2 block4", logistic(3.0)),
             with_block4("logistic C10 avg+max sqrt-l2 block4", logistic(10.0)),
+            with_block4("logistic C100 avg+max sqrt-l2 block4", logistic(100.0)),
             with_block4(
                 "256 avg+max log1p x5 dropout0.7 left-right block4",
                 HeadConfig {
