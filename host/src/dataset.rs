@@ -382,6 +382,26 @@ mod tests {
     /// decodable file once, reads those records on the next run, and falls
     /// back to decoding when a record is damaged.
     #[test]
+    fn only_a_file_named_by_its_content_hash_is_a_reviewed_scan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        tiny_dataset(&data);
+        // A copy as `scanside review` files it, and one renamed by a user.
+        let bytes = std::fs::read(data.join("yes/slice2.JPG")).unwrap();
+        let sha = scanside_shared::sha256_hex(&bytes);
+        std::fs::write(data.join(format!("yes/{sha}.jpg")), &bytes).unwrap();
+        std::fs::write(data.join("yes/reviewed-by-me.jpg"), &bytes).unwrap();
+        let d = Dataset::load(&DatasetOptions::new(&data)).unwrap();
+        let reviewed: Vec<String> = d
+            .items
+            .iter()
+            .filter(|i| i.is_reviewed_scan())
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(reviewed, [format!("{sha}.jpg")]);
+    }
+
+    #[test]
     fn cached_load_matches_decoding_and_survives_damaged_records() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");

@@ -60,7 +60,9 @@ pub struct HeadConfig {
     /// its content hash, as `scanside review` writes them) counts in the
     /// head's loss against one other image: a new site's own scans can
     /// outweigh the larger set it joins. Absent in recipes recorded before
-    /// it existed, and not recorded when 1: 1.
+    /// it existed, and not recorded when 1: 1. A model trained on data
+    /// without reviewed scans records 1 (the weight changed nothing), so
+    /// its id does not depend on this setting.
     #[serde(default = "unit_weight", skip_serializing_if = "is_unit_weight")]
     pub reviewed_weight: f32,
     /// Dropout probability after each hidden layer (training only).
@@ -206,8 +208,11 @@ impl Samples {
             .map(|(_, w)| w)
             .sum();
         let total: f32 = self.weight.iter().sum();
-        let positives = positives.max(1.0);
-        let negatives = (total - positives).max(1.0);
+        // A class without rows counts as weight 1 (the floor applies only
+        // then, so that rows weighted below 1 keep their balance).
+        let floor = |w: f32| if w > 0.0 { w } else { 1.0 };
+        let negatives = floor(total - positives);
+        let positives = floor(positives);
         [total / (2.0 * negatives), total / (2.0 * positives)]
     }
 

@@ -161,17 +161,24 @@ fn minimise(problem: &Problem, scale: f64) -> (Vec<f64>, Vec<f64>) {
         }
         // Backtracking line search with the Armijo condition.
         let mut step = 1.0;
-        let (next, f_next, g_next) = loop {
+        let step_taken = loop {
             let candidate: Vec<f64> = theta
                 .iter()
                 .zip(&direction)
                 .map(|(t, d)| t + step * d)
                 .collect();
             let (fc, gc) = problem.value_and_gradient(&candidate);
-            if fc <= f + 1e-4 * step * slope || step < 1e-12 {
-                break (candidate, fc, gc);
+            if fc <= f + 1e-4 * step * slope {
+                break Some((candidate, fc, gc));
+            }
+            if step < 1e-12 {
+                break None;
             }
             step *= 0.5;
+        };
+        // No step decreases the objective: θ is a minimum to rounding.
+        let Some((next, f_next, g_next)) = step_taken else {
+            break;
         };
         let s: Vec<f64> = next.iter().zip(&theta).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = g_next.iter().zip(&g).map(|(a, b)| a - b).collect();

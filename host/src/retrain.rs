@@ -348,6 +348,8 @@ pub fn inherit(
         "dropout",
         "learning_rate",
         "weight_decay",
+        "max_epochs",
+        "patience",
     ]
     .iter()
     .any(|f| given(f))
@@ -553,8 +555,16 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
         parent_prep = train::prepare(&parent_opts)?;
         &parent_prep
     };
-    let parent_cv =
-        train::cross_validate_on(parent_features, &parent_opts, &folds, Some(&old), None)?;
+    // The parent's thresholds are chosen on the same out-of-fold predictions
+    // as the candidate's (the reviewed scans are scored in their folds,
+    // though not trained on), so both are compared at like thresholds.
+    let parent_cv = train::cross_validate_on(
+        parent_features,
+        &parent_opts,
+        &folds,
+        Some(&old),
+        threshold_mask.as_deref(),
+    )?;
 
     // 3. The base model file on the regression set.
     let base_p: Vec<f32> = regression
@@ -656,7 +666,13 @@ pub fn run(opts: &RetrainOptions) -> Result<Retrained> {
                 .into(),
         );
     }
-    changes.extend(recipe_changes(&parent_opts, cand));
+    // The reviewed-scan weight is compared as recorded: 1 for data without
+    // reviewed scans, where it changes nothing (train.rs records it so).
+    let mut as_recorded = cand.clone();
+    if !items.iter().any(|i| i.is_reviewed_scan()) {
+        as_recorded.head.reviewed_weight = 1.0;
+    }
+    changes.extend(recipe_changes(&parent_opts, &as_recorded));
     if let Some(point) = cand_cv.operating_point.chosen_on.as_ref() {
         // Part of the model's identity (the lineage is): the same data and
         // recipe with a threshold chosen elsewhere is another model.

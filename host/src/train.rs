@@ -966,8 +966,15 @@ fn export_verified(
     };
     drop(pooled);
     let data_sha = dataset.content_sha256();
+    // The reviewed-scan weight changes nothing for data without reviewed
+    // scans: recorded as 1 then, so a model trained on such data keeps the
+    // id (and recipe) it had before the setting existed.
+    let mut recorded_head = opts.head.clone();
+    if !dataset.items.iter().any(|i| i.is_reviewed_scan()) {
+        recorded_head.reviewed_weight = 1.0;
+    }
     let mut head_json = serde_json::json!({
-        "config": opts.head,
+        "config": recorded_head,
         "final_epochs": cv.final_epochs,
         "augmented_views": opts.augmented_views,
         "augmentation": opts.augmentation.recipe(),

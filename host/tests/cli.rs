@@ -904,6 +904,12 @@ fn logistic_head_on_sqrt_l2_features_exports_quantizes_and_explains() {
                 && v.contains("\"solver\":{\"logistic\":{\"c\":1.0}}")),
         "the recipe is recorded: {meta:?}"
     );
+    // No reviewed scans in the data: the reviewed-scan weight changed
+    // nothing and is not recorded (the id does not depend on it).
+    assert!(
+        !meta.values().any(|v| v.contains("reviewed_weight")),
+        "{meta:?}"
+    );
     let q: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("quantization.json")).unwrap()).unwrap();
     assert!(
